@@ -1,0 +1,84 @@
+"""Activation functions in numpy, by Keras name, for replay.
+
+Parametrised activations are named like ``relu(max_value=6,negative_slope=0.1,threshold=0)``
+so that the name alone determines the function.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+Fn = Callable[[np.ndarray], np.ndarray]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:  # over the last axis (channels)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:  # Keras default: approximate=False
+    from math import erf, sqrt
+
+    return 0.5 * x * (1.0 + np.vectorize(erf)(x / sqrt(2.0)))
+
+
+_SIMPLE: dict[str, Fn] = {
+    "linear": lambda x: x,
+    "relu": lambda x: np.maximum(x, 0.0),
+    "relu6": lambda x: np.clip(x, 0.0, 6.0),
+    "sigmoid": _sigmoid,
+    "tanh": np.tanh,
+    "softmax": _softmax,
+    "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))),
+    "selu": lambda x: 1.0507009873554805 * np.where(x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0))),
+    "softplus": lambda x: np.logaddexp(0.0, x),
+    "softsign": lambda x: x / (1.0 + np.abs(x)),
+    "swish": lambda x: x * _sigmoid(x),
+    "silu": lambda x: x * _sigmoid(x),
+    "gelu": _gelu,
+    "exponential": np.exp,
+    "hard_sigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    "hard_silu": lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    "hard_swish": lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+}
+
+#: Activations that mix neurons (the same position, all channels): replay groups them.
+CHANNELWISE = frozenset({"softmax"})
+
+
+def relu_name(max_value: float | None, negative_slope: float, threshold: float) -> str:
+    """The name of a (possibly parametrised) ReLU."""
+    if max_value is None and not negative_slope and not threshold:
+        return "relu"
+    if max_value is not None and float(max_value) == 6.0 and not negative_slope and not threshold:
+        return "relu6"
+    return f"relu(max_value={max_value},negative_slope={float(negative_slope)},threshold={float(threshold)})"
+
+
+def _param_relu(text: str) -> Fn:
+    args = dict(kv.split("=") for kv in text.split(","))
+    top = None if args["max_value"] == "None" else float(args["max_value"])
+    slope, thr = float(args["negative_slope"]), float(args["threshold"])
+
+    def fn(x: np.ndarray) -> np.ndarray:
+        y = np.where(x >= thr, x, slope * (x - thr))
+        return y if top is None else np.minimum(y, top)
+
+    return fn
+
+
+def get(name: str) -> Fn:
+    """The numpy function for an activation name; KeyError names the supported ones."""
+    if name in _SIMPLE:
+        return _SIMPLE[name]
+    m = re.fullmatch(r"relu\((.*)\)", name)
+    if m:
+        return _param_relu(m.group(1))
+    raise KeyError(f"activation {name!r} is not supported; supported: {', '.join(sorted(_SIMPLE))}")

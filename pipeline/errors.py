@@ -1,0 +1,56 @@
+"""The library's error hierarchy.
+
+Every error carries an actionable message; the CLI prints ``Error: <message>`` and exits 1.
+Structured fields (layer, file, ...) stay on the exception for programmatic callers.
+"""
+
+from __future__ import annotations
+
+
+class CnnGraphError(Exception):
+    """Base of every error cnngraph raises on purpose."""
+
+    #: True when retrying the same operation later may succeed (network, server busy).
+    transient = False
+
+
+class ModelError(CnnGraphError):
+    """The model cannot be read, built or walked (bad name, file, input shape)."""
+
+
+class UnsupportedLayerError(ModelError):
+    """A layer type has no translator."""
+
+    def __init__(self, layer: str, layer_type: str, supported: list[str], why: str = ""):
+        self.layer, self.layer_type, self.supported = layer, layer_type, supported
+        detail = f" ({why})" if why else ""
+        super().__init__(
+            f"layer {layer!r} of type {layer_type} is not supported{detail}; "
+            f"supported types: {', '.join(sorted(supported))}"
+        )
+
+
+class UsageError(CnnGraphError):
+    """A bad option value (input shape, layer range, ...)."""
+
+
+class OutputError(CnnGraphError):
+    """Output cannot be written (no space, not a folder, incomplete dataset)."""
+
+
+class VerificationError(CnnGraphError):
+    """Replay of the extracted graph does not reproduce the model."""
+
+
+class Neo4jError(CnnGraphError):
+    """The Neo4j server cannot be reached, started, or loaded."""
+
+
+class Neo4jUnavailable(Neo4jError):
+    """The server is down or unreachable; retrying after starting it can succeed."""
+
+    transient = True
+
+
+class LoadMismatch(Neo4jError):
+    """Counts in the database differ from the extraction manifest."""

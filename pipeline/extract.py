@@ -1,0 +1,435 @@
+"""The extract stage: chunked, vectorised node and edge streams, written as Parquet datasets.
+
+Work is a list of independent tasks (layer x block of rows). Each task writes one file, so any
+executor can run them (here: in-process or a pool of local processes), and the output does not
+depend on how many workers ran. The manifest is written last, atomically: its presence is the only
+claim that a folder is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline import schema
+from pipeline.errors import OutputError
+from pipeline.layers import registry
+from pipeline.layers.base import EdgeChunk, Task
+from pipeline.model import LayerSpec, ModelGraph, ModelSpec
+from pipeline.plan import Plan, human_bytes, plan, selection
+from pipeline.progress import NULL, Progress
+
+#: Upper bound on edges held in memory per chunk (~21 bytes each as numpy arrays).
+CHUNK_EDGES = 4_000_000
+#: Target edges per task (one output file); tasks are whole rows, so files vary around this.
+TASK_EDGES = 32_000_000
+#: Nodes per node-table chunk.
+CHUNK_NODES = 1_000_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks and streams
+
+
+def layer_tasks(spec: LayerSpec, task_edges: int = TASK_EDGES) -> list[Task]:
+    """Split a layer's edges into tasks of whole rows, about task_edges each."""
+    tr = registry.get(spec.type, spec.name)
+    total, rows = tr.count_edges(spec), tr.rows(spec)
+    if total == 0:
+        return []
+    per_task = max(1, min(rows, math.ceil(rows * task_edges / total)))
+    return [Task(spec.index, lo, min(lo + per_task, rows), seq) for seq, lo in enumerate(range(0, rows, per_task))]
+
+
+def task_edges(graph: ModelGraph, task: Task, max_edges: int = CHUNK_EDGES) -> Iterator[EdgeChunk]:
+    spec = graph.layers[task.layer]
+    return registry.get(spec.type, spec.name).edges(spec, task.lo, task.hi, max_edges)
+
+
+def stream_edges(
+    graph: ModelGraph, layers: list[LayerSpec] | None = None, max_edges: int = CHUNK_EDGES
+) -> Iterator[tuple[LayerSpec, EdgeChunk]]:
+    """Every edge of the given layers (default: all), layer by layer, in bounded chunks."""
+    for spec in layers if layers is not None else graph.layers:
+        for task in layer_tasks(spec):
+            for chunk in task_edges(graph, task, max_edges):
+                yield spec, chunk
+
+
+def node_tables(spec: LayerSpec, max_nodes: int = CHUNK_NODES) -> Iterator[pa.Table]:
+    """The node table of the neurons a layer owns, in chunks."""
+    if not spec.makes_neurons:
+        return
+    tr = registry.get(spec.type, spec.name)
+    shape, n = spec.output.shape, spec.output.size
+    bias = tr.bias(spec)
+    act = tr.activation(spec)
+    if len(shape) > len(schema.POSITION):
+        raise OutputError(f"layer {spec.name} has rank {len(shape)}; at most {len(schema.POSITION)} axes are supported")
+    for start in range(0, n, max_nodes):
+        flat = np.arange(start, min(start + max_nodes, n), dtype=np.int64)
+        pos = np.unravel_index(flat, shape)
+        cols: dict[str, Any] = {schema.ID: flat + spec.output.offset}
+        missing = len(schema.POSITION) - len(shape)
+        for i, name in enumerate(schema.POSITION):
+            cols[name] = (
+                np.full(len(flat), -1, np.int32) if i < missing else pos[i - missing].astype(np.int32)
+            )
+        b = np.zeros(len(flat), np.float32) if bias is None else bias[pos[-1]].astype(np.float32)
+        yield pa.table(
+            {
+                schema.ID: cols[schema.ID],
+                schema.LAYER: _constant(spec.name, len(flat)),
+                schema.LAYER_TYPE: _constant(spec.type, len(flat)),
+                **{p: cols[p] for p in schema.POSITION},
+                schema.BIAS: b,
+                schema.ACTIVATION: _constant(act, len(flat)),
+            },
+            schema=schema.NODE_SCHEMA,
+        )
+
+
+def _constant(value: str, n: int) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
+
+
+def edge_table(chunk: EdgeChunk) -> pa.Table:
+    return pa.table(
+        {
+            schema.SOURCE: chunk.source,
+            schema.TARGET: chunk.target,
+            schema.WEIGHT: chunk.weight,
+            schema.KIND: _constant(chunk.kind, len(chunk)),
+        },
+        schema=schema.EDGE_SCHEMA,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checksums: order-independent, so any chunking or worker count gives the same value
+
+
+_M1, _M2, _M3 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    h ^= h >> np.uint64(31)
+    h *= _M1
+    h ^= h >> np.uint64(29)
+    return h
+
+
+def edge_checksum(source: np.ndarray, target: np.ndarray, weight: np.ndarray, kind: str) -> int:
+    """Sum over edges of a 64-bit hash of (source, target, weight bits, kind), modulo 2**64."""
+    with np.errstate(over="ignore"):
+        h = source.view(np.uint64) * _M1
+        h ^= target.view(np.uint64) * _M2
+        h ^= weight.view(np.uint32).astype(np.uint64) * _M3
+        h ^= np.uint64(int.from_bytes(kind.encode()[:8].ljust(8, b"\0"), "little"))
+        return int(_mix(h).sum(dtype=np.uint64))
+
+
+def node_checksum(table: pa.Table) -> int:
+    ids = table.column(schema.ID).to_numpy()
+    bias = table.column(schema.BIAS).to_numpy()
+    with np.errstate(over="ignore"):
+        h = ids.view(np.uint64) * _M2
+        h ^= bias.view(np.uint32).astype(np.uint64) * _M3
+        return int(_mix(h).sum(dtype=np.uint64))
+
+
+def _add(a: int, b: int) -> int:
+    return (a + b) % (1 << 64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sinks
+
+
+@dataclass
+class TaskResult:
+    layer: int
+    seq: int
+    edges: int
+    checksum: int
+    file: str | None
+
+
+def _write_parquet(path: Path, tables: Iterator[pa.Table], schema_: pa.Schema, row_group: int) -> None:
+    """Write tables to path via a temporary name, renamed only when complete."""
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(path.name + ".tmp")
+    writer = pq.ParquetWriter(tmp, schema_, **parquet_options(schema_))
+    try:
+        pending: list[pa.Table] = []
+        rows = 0
+        for table in tables:
+            pending.append(table)
+            rows += table.num_rows
+            if rows >= row_group:
+                writer.write_table(pa.concat_tables(pending), row_group_size=rows)
+                pending, rows = [], 0
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=max(rows, 1))
+    finally:
+        writer.close()
+    os.replace(tmp, path)
+
+
+def parquet_options(schema_: pa.Schema) -> dict[str, Any]:
+    """Encodings that suit the tables: ids as deltas, weights byte-split, all zstd."""
+    ints = [f.name for f in schema_ if pa.types.is_integer(f.type)]
+    floats = [f.name for f in schema_ if pa.types.is_floating(f.type)]
+    return {
+        "compression": "zstd",
+        "compression_level": 1,
+        "use_dictionary": [f.name for f in schema_ if pa.types.is_dictionary(f.type)],
+        "column_encoding": {**dict.fromkeys(ints, "DELTA_BINARY_PACKED"), **dict.fromkeys(floats, "BYTE_STREAM_SPLIT")},
+        "write_statistics": [schema.ID, schema.SOURCE, schema.TARGET],
+    }
+
+
+def layer_dir(spec: LayerSpec) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in spec.name)
+    return f"L{spec.index:03d}-{safe}"
+
+
+_WORKER_GRAPH: ModelGraph | None = None
+
+
+def _init_worker(graph: ModelGraph) -> None:
+    global _WORKER_GRAPH
+    _WORKER_GRAPH = graph
+
+
+def run_task(graph: ModelGraph, task: Task, out: Path | None, max_edges: int = CHUNK_EDGES) -> TaskResult:
+    """Generate one task's edges; write them to a Parquet file under out (None: count only)."""
+    count, checksum = 0, 0
+
+    def tables() -> Iterator[pa.Table]:
+        nonlocal count, checksum
+        for chunk in task_edges(graph, task, max_edges):
+            count += len(chunk)
+            checksum = _add(checksum, edge_checksum(chunk.source, chunk.target, chunk.weight, chunk.kind))
+            if out is not None:
+                yield edge_table(chunk)
+
+    spec = graph.layers[task.layer]
+    if out is None:
+        for _ in tables():
+            pass
+        return TaskResult(task.layer, task.seq, count, checksum, None)
+    rel = f"{schema.EDGES_DIR}/{layer_dir(spec)}/part-{task.seq:05d}.parquet"
+    path = out / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_parquet(path, tables(), schema.EDGE_SCHEMA, row_group=max_edges)
+    return TaskResult(task.layer, task.seq, count, checksum, rel)
+
+
+def _run_in_worker(task: Task, out: str | None, max_edges: int) -> TaskResult:
+    assert _WORKER_GRAPH is not None
+    return run_task(_WORKER_GRAPH, task, Path(out) if out else None, max_edges)
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage entry point
+
+
+@dataclass
+class ExtractResult:
+    out: Path | None
+    plan: Plan
+    nodes: int
+    edges: int
+    seconds: float
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def edges_per_second(self) -> float:
+        return self.edges / self.seconds if self.seconds else 0.0
+
+
+def extract(
+    graph: ModelGraph,
+    out: str | Path | None,
+    layers: str | None = None,
+    progress: Progress = NULL,
+    workers: int = 1,
+    max_edges: int = CHUNK_EDGES,
+    task_size: int = TASK_EDGES,
+) -> ExtractResult:
+    """Extract a walked model into out (nodes/, edges/, manifest.json); out=None counts only.
+
+    Raises OutputError when out is not an extraction folder or the disk cannot hold the plan.
+    """
+    the_plan = plan(graph, layers)
+    chosen, boundary = selection(graph, layers)
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        _prepare(out_path, the_plan)
+    t0 = time.perf_counter()
+    # Nodes: small next to edges, written in-process.
+    node_info: dict[str, dict[str, Any]] = {}
+    for spec in sorted(chosen + boundary, key=lambda s: s.index):
+        n, chk, files = 0, 0, []
+        for k, table in enumerate(node_tables(spec)):
+            n += table.num_rows
+            chk = _add(chk, node_checksum(table))
+            if out_path is not None:
+                rel = f"{schema.NODES_DIR}/{layer_dir(spec)}/part-{k:05d}.parquet"
+                (out_path / rel).parent.mkdir(parents=True, exist_ok=True)
+                _write_parquet(out_path / rel, iter([table]), schema.NODE_SCHEMA, CHUNK_NODES)
+                files.append(rel)
+        node_info[spec.name] = {"nodes": n, "node_checksum": f"{chk:016x}", "node_files": files}
+    # Edges: independent tasks.
+    tasks = [t for spec in chosen for t in layer_tasks(spec, task_size)]
+    progress.start(the_plan.edges, "edges", "extract")
+    results: list[TaskResult] = []
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            results.append(run_task(graph, task, out_path, max_edges))
+            progress.advance(results[-1].edges)
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(graph,)) as pool:
+            futures = [pool.submit(_run_in_worker, t, str(out_path) if out_path else None, max_edges) for t in tasks]
+            for fut in futures:
+                results.append(fut.result())
+                progress.advance(results[-1].edges)
+    progress.finish()
+    seconds = time.perf_counter() - t0
+    manifest = _manifest(graph, the_plan, chosen, boundary, node_info, results, layers, seconds)
+    if out_path is not None:
+        _write_json_atomic(out_path / schema.MANIFEST, manifest)
+        (out_path / ".partial").unlink(missing_ok=True)
+    return ExtractResult(out_path, the_plan, manifest["nodes"], manifest["edges"], seconds, manifest)
+
+
+def _prepare(out: Path, the_plan: Plan) -> None:
+    """Make out an empty extraction folder, refusing foreign folders and too little disk."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        ours = (out / schema.MANIFEST).exists() or (out / ".partial").exists()
+        if not ours:
+            raise OutputError(f"{out} is not empty and is not a cnngraph extraction folder; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / schema.MANIFEST).unlink(missing_ok=True)  # first: a stale manifest must not claim completeness
+    (out / ".partial").write_text("extraction in progress; this folder is incomplete\n")
+    for sub in (schema.NODES_DIR, schema.EDGES_DIR):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    need = the_plan.bytes["parquet"]
+    free = shutil.disk_usage(out).free
+    if need > free * 0.95:
+        raise OutputError(
+            f"the output needs about {human_bytes(need)} ({the_plan.nodes:,} nodes, {the_plan.edges:,} edges) "
+            f"but only {human_bytes(free)} is free at {out}; choose a smaller --input-shape or --layers, "
+            "or another --out"
+        )
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, default=_json_default)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    return str(obj)
+
+
+def _manifest(graph, the_plan, chosen, boundary, node_info, results, layers, seconds) -> dict[str, Any]:
+    by_layer: dict[int, list[TaskResult]] = {}
+    for r in sorted(results, key=lambda r: (r.layer, r.seq)):
+        by_layer.setdefault(r.layer, []).append(r)
+    entries = []
+    for spec in sorted(chosen + boundary, key=lambda s: s.index):
+        lp = the_plan.layer(spec.name)
+        rs = by_layer.get(spec.index, [])
+        edges = sum(r.edges for r in rs)
+        chk = 0
+        for r in rs:
+            chk = _add(chk, r.checksum)
+        info = node_info[spec.name]
+        if edges != lp.edges or info["nodes"] != lp.nodes:
+            raise OutputError(
+                f"internal error: layer {spec.name} produced {info['nodes']} nodes and {edges} edges, "
+                f"the plan says {lp.nodes} and {lp.edges}; please report this"
+            )
+        entries.append(
+            {
+                "index": spec.index,
+                "name": spec.name,
+                "type": spec.type,
+                "output_shape": list(spec.output.shape),
+                "params": spec.params,
+                "config": spec.config,
+                "inbound": spec.inbound,
+                "boundary": lp.boundary,
+                "nodes": info["nodes"],
+                "edges": edges,
+                "id_start": spec.output.offset,
+                "id_stop": spec.output.offset + spec.output.size,
+                "activation": lp.activation,
+                "node_checksum": info["node_checksum"],
+                "edge_checksum": f"{chk:016x}",
+                "node_files": info["node_files"],
+                "edge_files": [r.file for r in rs if r.file],
+            }
+        )
+    spec_json = graph.spec.to_json() if graph.spec else {"source": graph.name}
+    return {
+        "format": schema.FORMAT,
+        "complete": True,
+        "model": {"name": graph.name, **spec_json, "weights": spec_json.get("weights") or f"random(seed={spec_json.get('seed', 0)})"},
+        "granularity": "neuron",
+        "options": {"layers": layers},
+        "nodes": sum(e["nodes"] for e in entries),
+        "edges": sum(e["edges"] for e in entries),
+        "seconds": round(seconds, 3),
+        "layers": entries,
+    }
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest of a complete extraction folder; OutputError when absent or incomplete."""
+    path = Path(folder) / schema.MANIFEST
+    if not path.exists():
+        raise OutputError(
+            f"{folder} has no {schema.MANIFEST}: it is not a complete extraction (rerun `cnngraph extract`)"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise OutputError(f"{path} is corrupt: {err}; rerun `cnngraph extract`") from err
+    if data.get("format") != schema.FORMAT or not data.get("complete"):
+        raise OutputError(f"{path} is not a complete {schema.FORMAT} manifest; rerun `cnngraph extract`")
+    return data
+
+
+def spec_from_manifest(manifest: dict[str, Any]) -> ModelSpec:
+    m = dict(manifest["model"])
+    if str(m.get("weights", "")).startswith("random("):
+        m["weights"] = None
+    return ModelSpec.from_json(m)

@@ -1,0 +1,28 @@
+"""The registry of layer translators: adding a layer type is one module and one line here."""
+
+from __future__ import annotations
+
+from pipeline.errors import UnsupportedLayerError
+from pipeline.layers.activation import Activation, Input
+from pipeline.layers.base import Translator
+from pipeline.layers.conv import Conv
+from pipeline.layers.dense import Dense
+from pipeline.layers.pooling import Pooling
+from pipeline.layers.reshape import Alias
+
+TRANSLATORS: list[Translator] = [Input(), Conv(), Pooling(), Dense(), Alias(), Activation()]
+
+_BY_TYPE: dict[str, Translator] = {t: tr for tr in TRANSLATORS for t in tr.types}
+
+
+def supported() -> list[str]:
+    """Keras class names that have a translator."""
+    return sorted(_BY_TYPE)
+
+
+def get(layer_type: str, layer_name: str = "?") -> Translator:
+    """The translator for a Keras class name, or a clear UnsupportedLayerError."""
+    try:
+        return _BY_TYPE[layer_type]
+    except KeyError:
+        raise UnsupportedLayerError(layer_name, layer_type, supported()) from None

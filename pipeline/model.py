@@ -1,0 +1,315 @@
+"""Read a Keras model and walk its layer graph into plain data: tensors, shapes and id ranges.
+
+Everything after this module works on a :class:`ModelGraph` (numpy weights, dict configs), so
+extraction tasks are picklable and never import TensorFlow. Tensors are numbered in topological
+order; each owns a contiguous id range, except tensors of re-indexing layers (Flatten, Reshape,
+Dropout, ...) which alias their input's ids.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ModelError, UsageError
+
+#: Seed used when no weights are given.
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to obtain a model: a keras.applications name or a file, plus build options."""
+
+    source: str
+    input_shape: tuple[int, ...] | None = None
+    include_top: bool = True
+    weights: str | None = None
+    seed: int = DEFAULT_SEED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "include_top": self.include_top,
+            "weights": self.weights,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
+        shape = data.get("input_shape")
+        return cls(
+            source=data["source"],
+            input_shape=tuple(shape) if shape else None,
+            include_top=data.get("include_top", True),
+            weights=data.get("weights"),
+            seed=data.get("seed", DEFAULT_SEED),
+        )
+
+
+@dataclass
+class Tensor:
+    """A materialised tensor (batch axis dropped) and the neuron ids it occupies."""
+
+    key: int
+    shape: tuple[int, ...]
+    offset: int
+    owner: str  # name of the layer whose neurons these are
+    alias: bool = False  # True when the ids belong to an earlier tensor
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class LayerSpec:
+    """One layer application in topological order, as plain data."""
+
+    index: int
+    name: str
+    type: str
+    config: dict[str, Any]
+    weights: dict[str, np.ndarray]
+    inputs: list[Tensor]
+    output: Tensor
+    inbound: list[str] = field(default_factory=list)
+    params: int = 0
+
+    @property
+    def makes_neurons(self) -> bool:
+        return not self.output.alias
+
+
+@dataclass
+class ModelGraph:
+    """The walked layer graph of one model."""
+
+    name: str
+    layers: list[LayerSpec]
+    total_neurons: int
+    spec: ModelSpec | None = None
+
+    def layer(self, name: str) -> LayerSpec:
+        for spec in self.layers:
+            if spec.name == name:
+                return spec
+        raise UsageError(f"no layer named {name!r}; layers: {', '.join(s.name for s in self.layers)}")
+
+    def select(self, layer_range: str | None) -> list[LayerSpec]:
+        """Layers in ``FIRST:LAST`` (names or indexes, inclusive; either side may be empty)."""
+        if not layer_range:
+            return list(self.layers)
+        if ":" not in layer_range:
+            raise UsageError(f"bad layer range {layer_range!r}: expected FIRST:LAST, e.g. block1_conv1:block2_pool")
+        first, last = layer_range.split(":", 1)
+        lo = self._position(first) if first else 0
+        hi = self._position(last) if last else len(self.layers) - 1
+        if lo > hi:
+            raise UsageError(f"bad layer range {layer_range!r}: {first} comes after {last}")
+        return self.layers[lo : hi + 1]
+
+    def _position(self, token: str) -> int:
+        if re.fullmatch(r"-?\d+", token):
+            i = int(token)
+            if not -len(self.layers) <= i < len(self.layers):
+                raise UsageError(f"layer index {i} out of range 0..{len(self.layers) - 1}")
+            return i % len(self.layers)
+        return self.layers.index(self.layer(token))
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    """Parse ``H,W,C`` (any rank) into a tuple of positive ints."""
+    if text is None or text == "":
+        return None
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise UsageError(f"bad input shape {text!r}: expected positive integers like 32,32,3")
+    return shape
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def application_names() -> list[str]:
+    """keras.applications constructors, named in lower case with underscores."""
+    _quiet_tensorflow()
+    import keras
+
+    names = {}
+    for attr in dir(keras.applications):
+        obj = getattr(keras.applications, attr)
+        if callable(obj) and attr[:1].isupper():
+            names[_snake(attr)] = attr
+    return sorted(names)
+
+
+def _snake(name: str) -> str:
+    s = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    s = re.sub(r"(?<=[A-Z])(?=[A-Z][a-z])", "_", s)
+    s = re.sub(r"(?<=[A-Za-z])(?=\d)", "_", s) if not re.search(r"VGG|ResNet\d|RegNet", name) else s
+    return s.lower()
+
+
+def _application(name: str):
+    import keras
+
+    wanted = name.lower().replace("-", "_")
+    for attr in dir(keras.applications):
+        obj = getattr(keras.applications, attr)
+        if callable(obj) and attr[:1].isupper() and wanted in {_snake(attr), attr.lower()}:
+            return obj
+    return None
+
+
+def load_model(spec: ModelSpec):
+    """Build or read the Keras model a spec names (imports TensorFlow)."""
+    _quiet_tensorflow()
+    import keras
+
+    path = Path(spec.source)
+    if spec.source.endswith((".keras", ".h5", ".hdf5")) or path.exists():
+        if not path.exists():
+            raise ModelError(f"model file {spec.source} does not exist")
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as err:  # keras raises many types for corrupt files
+            raise ModelError(f"cannot read model file {spec.source}: {err}") from err
+        if spec.input_shape is not None:
+            raise UsageError("--input-shape applies to keras.applications names, not to model files")
+        return model
+    ctor = _application(spec.source)
+    if ctor is None:
+        raise ModelError(
+            f"unknown model {spec.source!r}: give a .keras/.h5 file or a keras.applications name "
+            "such as vgg16, vgg19, resnet50, mobilenet_v2"
+        )
+    weights = spec.weights
+    if weights not in (None, "imagenet") and not Path(weights).exists():
+        raise ModelError(f"weights file {weights} does not exist")
+    keras.utils.set_random_seed(spec.seed)
+    kwargs: dict[str, Any] = {"weights": None, "include_top": spec.include_top}
+    if spec.input_shape is not None:
+        kwargs["input_shape"] = spec.input_shape
+    try:
+        model = ctor(**kwargs)
+    except ValueError as err:
+        raise UsageError(f"{spec.source} cannot be built with input shape {spec.input_shape}: {err}") from err
+    if weights is None:
+        randomize_biases(model, spec.seed)
+    else:
+        try:
+            model.load_weights(weights)
+        except Exception as err:
+            raise ModelError(
+                f"cannot load weights {weights!r}: {err} (no downloads are possible offline: "
+                "pass a local weights file)"
+            ) from err
+    return model
+
+
+def randomize_biases(model, seed: int) -> None:
+    """Give zero-initialised biases seeded random values, so replay tests exercise them."""
+    rng = np.random.default_rng(seed + 1)
+    for layer in model.layers:
+        for var in layer.weights:
+            if var.path.endswith("bias") or var.name == "bias":
+                var.assign(rng.normal(0.0, 0.05, size=tuple(var.shape)).astype("float32"))
+
+
+def _shape(tensor) -> tuple[int, ...]:
+    dims = tuple(tensor.shape)[1:]
+    if any(d is None for d in dims):
+        raise ModelError(
+            f"tensor {getattr(tensor, 'name', '?')} has unknown dimensions {dims}: build the model "
+            "with a fixed input shape (--input-shape H,W,C, or keras.Input(shape=...))"
+        )
+    return tuple(int(d) for d in dims)
+
+
+def walk(model, spec: ModelSpec | None = None) -> ModelGraph:
+    """Walk a built Keras model's layer graph (functional or Sequential) into a ModelGraph."""
+    from pipeline.layers import registry
+
+    if not getattr(model, "built", False) or not getattr(model, "outputs", None):
+        raise ModelError(
+            "the model is not built: build it with a fixed input shape first, e.g. "
+            "model.build((None, 32, 32, 3)) or start it with keras.Input(shape=(32, 32, 3))"
+        )
+    order: list[tuple[Any, Any]] = []  # (operation, node) in topological order
+    seen_nodes: set[int] = set()
+    layer_of_tensor: dict[int, Any] = {}
+
+    def visit(tensor) -> None:
+        op, node_index, _ = tensor._keras_history
+        node = op._inbound_nodes[node_index]
+        if id(node) in seen_nodes:
+            return
+        for t in node.input_tensors:
+            visit(t)
+        seen_nodes.add(id(node))
+        order.append((op, node))
+
+    for t in model.outputs:
+        visit(t)
+
+    tensors: dict[int, Tensor] = {}
+    layers: list[LayerSpec] = []
+    offset = 0
+    for op, node in order:
+        type_name = type(op).__name__
+        if len(node.output_tensors) != 1:
+            raise ModelError(f"layer {op.name!r} ({type_name}) has {len(node.output_tensors)} outputs; one is supported")
+        out_t = node.output_tensors[0]
+        inputs = [tensors[id(t)] for t in node.input_tensors]
+        translator = registry.get(type_name, op.name)
+        config = op.get_config()
+        shape = _shape(out_t)
+        if translator.aliases(config):
+            src = inputs[0]
+            out = Tensor(key=len(tensors), shape=shape, offset=src.offset, owner=src.owner, alias=True)
+        else:
+            out = Tensor(key=len(tensors), shape=shape, offset=offset, owner=op.name)
+            offset += out.size
+        tensors[id(out_t)] = out
+        weights = {_weight_name(v): np.asarray(v.numpy()) for v in op.weights}
+        inbound = [layer_of_tensor[id(t)].name for t in node.input_tensors]
+        layer_of_tensor[id(out_t)] = op
+        layers.append(
+            LayerSpec(
+                index=len(layers),
+                name=op.name,
+                type=type_name,
+                config=config,
+                weights=weights,
+                inputs=inputs,
+                output=out,
+                inbound=inbound,
+                params=int(sum(int(np.prod(w.shape)) for w in weights.values())),
+            )
+        )
+    for spec_ in layers:
+        registry.get(spec_.type, spec_.name).check(spec_)
+    return ModelGraph(name=model.name, layers=layers, total_neurons=offset, spec=spec)
+
+
+def _weight_name(var) -> str:
+    return var.path.rsplit("/", 1)[-1]
+
+
+def build(spec: ModelSpec) -> tuple[Any, ModelGraph]:
+    """Load the model a spec names and walk it."""
+    model = load_model(spec)
+    return model, walk(model, spec)

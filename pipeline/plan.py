@@ -1,0 +1,94 @@
+"""Exact node and edge counts per layer, computed analytically, and size estimates per sink.
+
+Nothing is generated: counts come from shapes and window geometry, so planning full VGG16
+(15 G edges) takes milliseconds. Extraction checks its own counts against this plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from pipeline.layers import registry
+from pipeline.model import LayerSpec, ModelGraph
+
+#: Bytes per edge and per node of each sink. Parquet is measured on this project's writer
+#: (benchmarks/extract.py); Neo4j from its record sizes (relationship 34 B + property record 41 B,
+#: node 15 B + properties); NetworkX from a DiGraph with weight/kind attributes (measured);
+#: GraphML from the streaming writer's typical line lengths.
+BYTES_PER_EDGE = {"parquet": 1.0, "neo4j": 75.0, "networkx": 500.0, "graphml": 95.0}
+BYTES_PER_NODE = {"parquet": 3.0, "neo4j": 120.0, "networkx": 700.0, "graphml": 260.0}
+
+
+@dataclass
+class LayerPlan:
+    index: int
+    name: str
+    type: str
+    output_shape: list[int]
+    nodes: int
+    edges: int
+    activation: str
+    boundary: bool = False  # True: outside the selected range, included for its neurons only
+
+
+@dataclass
+class Plan:
+    model: str
+    layers: list[LayerPlan]
+    nodes: int = 0
+    edges: int = 0
+    bytes: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def layer(self, name: str) -> LayerPlan:
+        return next(lp for lp in self.layers if lp.name == name)
+
+
+def layer_plan(spec: LayerSpec, boundary: bool = False) -> LayerPlan:
+    tr = registry.get(spec.type, spec.name)
+    return LayerPlan(
+        index=spec.index,
+        name=spec.name,
+        type=spec.type,
+        output_shape=list(spec.output.shape),
+        nodes=spec.output.size if spec.makes_neurons else 0,
+        edges=0 if boundary else tr.count_edges(spec),
+        activation=tr.activation(spec),
+        boundary=boundary,
+    )
+
+
+def selection(graph: ModelGraph, layer_range: str | None = None) -> tuple[list[LayerSpec], list[LayerSpec]]:
+    """(selected layers, boundary layers): boundary layers own neurons the selection reads."""
+    chosen = graph.select(layer_range)
+    names = {s.name for s in chosen}
+    owners = {t.owner for s in chosen for t in s.inputs} - names
+    boundary = [s for s in graph.layers if s.name in owners]
+    return chosen, boundary
+
+
+def plan(graph: ModelGraph, layer_range: str | None = None) -> Plan:
+    """Exact counts for a model (or a layer range of it) and byte estimates per sink."""
+    chosen, boundary = selection(graph, layer_range)
+    layers = sorted(
+        [layer_plan(s) for s in chosen] + [layer_plan(s, boundary=True) for s in boundary],
+        key=lambda lp: lp.index,
+    )
+    result = Plan(model=graph.name, layers=layers)
+    result.nodes = sum(lp.nodes for lp in layers)
+    result.edges = sum(lp.edges for lp in layers)
+    result.bytes = {
+        sink: int(result.edges * BYTES_PER_EDGE[sink] + result.nodes * BYTES_PER_NODE[sink])
+        for sink in BYTES_PER_EDGE
+    }
+    return result
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return str(n)

@@ -1,0 +1,79 @@
+"""The data contract: every column name, dtype and edge kind of cnngraph's tables.
+
+Nothing else in the project spells these names. Edge columns ``source``, ``target``, ``weight``
+match the defaults of ``networkx.from_pandas_edgelist``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+# Node table ------------------------------------------------------------------------------
+ID = "id"
+LAYER = "layer"
+LAYER_TYPE = "layer_type"
+D, H, W, C = "d", "h", "w", "c"
+BIAS = "bias"
+ACTIVATION = "activation"
+#: Position columns, outermost first. A tensor of rank r (without batch) fills the last r of
+#: them; the others are -1. The last axis is always ``c``.
+POSITION = (D, H, W, C)
+NODE_COLUMNS = (ID, LAYER, LAYER_TYPE, *POSITION, BIAS, ACTIVATION)
+
+# Edge table ------------------------------------------------------------------------------
+SOURCE = "source"
+TARGET = "target"
+WEIGHT = "weight"
+KIND = "kind"
+EDGE_COLUMNS = (SOURCE, TARGET, WEIGHT, KIND)
+
+ID_DTYPE = np.int64
+POS_DTYPE = np.int32
+WEIGHT_DTYPE = np.float32
+
+
+class Kind:
+    """Edge kinds. The replay rule of a neuron follows from the kind of its incoming edges."""
+
+    CONV = "conv"
+    DENSE = "dense"
+    DEPTHWISE = "depthwise"
+    MAX_POOL = "max_pool"
+    AVG_POOL = "avg_pool"
+    GLOBAL_MAX_POOL = "global_max_pool"
+    GLOBAL_AVG_POOL = "global_avg_pool"
+    ADD = "add"
+    CONCAT = "concat"
+    BATCHNORM = "batchnorm"
+    IDENTITY = "identity"
+
+
+#: Kinds whose target takes the maximum of its sources (weights are 1.0 and ignored).
+MAX_KINDS = frozenset({Kind.MAX_POOL, Kind.GLOBAL_MAX_POOL})
+
+NODE_SCHEMA = pa.schema(
+    [
+        pa.field(ID, pa.int64(), nullable=False),
+        pa.field(LAYER, pa.dictionary(pa.int32(), pa.string())),
+        pa.field(LAYER_TYPE, pa.dictionary(pa.int32(), pa.string())),
+        *(pa.field(p, pa.int32(), nullable=False) for p in POSITION),
+        pa.field(BIAS, pa.float32(), nullable=False),
+        pa.field(ACTIVATION, pa.dictionary(pa.int32(), pa.string())),
+    ]
+)
+
+EDGE_SCHEMA = pa.schema(
+    [
+        pa.field(SOURCE, pa.int64(), nullable=False),
+        pa.field(TARGET, pa.int64(), nullable=False),
+        pa.field(WEIGHT, pa.float32(), nullable=False),
+        pa.field(KIND, pa.dictionary(pa.int32(), pa.string())),
+    ]
+)
+
+# Extraction output layout ------------------------------------------------------------------
+MANIFEST = "manifest.json"
+NODES_DIR = "nodes"
+EDGES_DIR = "edges"
+FORMAT = "cnngraph-extract/1"
