@@ -1,0 +1,184 @@
+"""The ``cnngraph`` command line: a thin layer over the library's stage functions.
+
+Library errors become one ``Error: ...`` line and exit status 1 (``--debug`` shows the traceback);
+click's own usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.errors import CnnGraphError
+from pipeline.progress import TqdmProgress
+
+
+class Cli(click.Group):
+    """Turns library errors into one ``Error:`` line and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CnnGraphError as err:
+            if ctx.meta.get("debug"):
+                raise
+            click.echo(f"Error: {err}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: rerun the same command to start again (partial output is never marked complete).", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.version_option(package_name="cnngraph")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Exact neuron-level graphs of Keras CNNs: plan, extract, verify, load into Neo4j, export."""
+    ctx.meta["debug"] = debug
+
+
+def model_options(fn):
+    """Options that say which model to build (shared by every command that takes MODEL)."""
+    fn = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights used without --weights.")(fn)
+    fn = click.option("--weights", default=None, help="'imagenet' or a weights file; default: seeded random weights.")(fn)
+    fn = click.option("--no-top", is_flag=True, help="Drop the classifier head (include_top=False).")(fn)
+    fn = click.option("--input-shape", default=None, metavar="H,W,C", help="Input shape of a keras.applications model.")(fn)
+    fn = click.argument("model")(fn)
+    return fn
+
+
+def _progress(silent: bool = False) -> TqdmProgress:
+    return TqdmProgress(disable=silent or not sys.stderr.isatty() and os.environ.get("CNNGRAPH_PROGRESS") != "1")
+
+
+def build_graph(model: str, input_shape: str | None, no_top: bool, weights: str | None, seed: int, progress):
+    """Build (or read) a model and walk it, telling the user when its weights are random."""
+    from pipeline.model import ModelSpec, build, parse_input_shape
+
+    spec = ModelSpec(model, parse_input_shape(input_shape), not no_top, weights, seed)
+    keras_model, graph = build(spec)
+    if weights is None and not Path(model).exists():
+        progress.message(f"note: {model} uses seeded random weights (seed {seed}); pass --weights for trained ones")
+    return keras_model, graph
+
+
+@cli.command()
+@model_options
+@click.option("--layers", default=None, metavar="FIRST:LAST", help="Only these layers (names or indexes).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def plan(model, input_shape, no_top, weights, seed, layers, as_json):
+    """Exact node and edge counts per layer, and the size in each sink (nothing is generated)."""
+    from pipeline.plan import human_bytes
+    from pipeline.plan import plan as make_plan
+
+    _, graph = build_graph(model, input_shape, no_top, weights, seed, _progress(as_json))
+    p = make_plan(graph, layers)
+    if as_json:
+        click.echo(json.dumps(p.to_json(), indent=1))
+        return
+    click.echo(f"{'layer':<28} {'type':<22} {'output':<18} {'nodes':>14} {'edges':>18}")
+    for lp in p.layers:
+        shape = "x".join(map(str, lp.output_shape))
+        mark = " (boundary)" if lp.boundary else ""
+        click.echo(f"{lp.name:<28} {lp.type:<22} {shape:<18} {lp.nodes:>14,} {lp.edges:>18,}{mark}")
+    click.echo(f"{'total':<70} {p.nodes:>14,} {p.edges:>18,}")
+    click.echo("estimated size: " + ", ".join(f"{k} {human_bytes(v)}" for k, v in p.bytes.items()))
+
+
+@cli.command()
+@model_options
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--layers", default=None, metavar="FIRST:LAST", help="Only these layers (names or indexes).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")
+@click.option("-s", "--silent", is_flag=True, help="No progress bar.")
+def extract(model, input_shape, no_top, weights, seed, out, layers, workers, silent):
+    """Write the neuron graph as Parquet (OUT/nodes, OUT/edges) and OUT/manifest.json."""
+    from pipeline.extract import extract as run_extract
+    from pipeline.plan import human_bytes
+    from pipeline.plan import plan as make_plan
+
+    progress = _progress(silent)
+    _, graph = build_graph(model, input_shape, no_top, weights, seed, progress)
+    p = make_plan(graph, layers)
+    progress.message(
+        f"extracting {p.nodes:,} nodes and {p.edges:,} edges (about {human_bytes(p.bytes['parquet'])} of Parquet) into {out}"
+    )
+    res = run_extract(graph, out, layers=layers, progress=progress, workers=workers)
+    click.echo(
+        f"wrote {res.nodes:,} nodes and {res.edges:,} edges to {out} in {res.seconds:.1f} s "
+        f"({res.edges_per_second / 1e6:.1f} M edges/s); counts match the plan"
+    )
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--input-shape", default=None, metavar="H,W,C", help="Input shape of a keras.applications model.")
+@click.option("--no-top", is_flag=True, help="Drop the classifier head (include_top=False).")
+@click.option("--weights", default=None, help="'imagenet' or a weights file; default: seeded random weights.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--samples", type=int, default=2, show_default=True, help="Random inputs to replay.")
+@click.option("--tolerance", type=float, default=None, help="Largest accepted relative error.")
+@click.option("-s", "--silent", is_flag=True, help="No progress bar.")
+def verify(model, input_shape, no_top, weights, seed, samples, tolerance, silent):
+    """Replay the forward pass over the edges and compare every layer with Keras.
+
+    MODEL is a model (the engine's edges are replayed) or a folder written by `cnngraph extract`
+    (its Parquet files are replayed). Exit status 1 when an error exceeds the tolerance.
+    """
+    from pipeline.extract import read_manifest, spec_from_manifest
+    from pipeline.model import build
+    from pipeline.replay import TOLERANCE
+    from pipeline.replay import verify as run_verify
+
+    progress = _progress(silent)
+    folder = None
+    if Path(model).is_dir():
+        folder = model
+        spec = spec_from_manifest(read_manifest(model))
+        if read_manifest(model)["options"].get("layers"):
+            raise CnnGraphError("verify needs a whole-model extraction; this folder holds a --layers slice")
+        keras_model, graph = build(spec)
+    else:
+        keras_model, graph = build_graph(model, input_shape, no_top, weights, seed, progress)
+    res = run_verify(
+        keras_model, graph, folder=folder, samples=samples, seed=seed,
+        tolerance=tolerance if tolerance is not None else TOLERANCE, progress=progress,
+    )
+    click.echo(f"{'layer':<28} worst relative error")
+    for name, err in res.errors.items():
+        flag = "" if err <= res.tolerance else "  FAIL"
+        click.echo(f"{name:<28} {err:.3e}{flag}")
+    verdict = "passed" if res.ok else "FAILED"
+    click.echo(f"verify {verdict}: {res.edges:,} edges, {res.samples} samples, worst {res.worst:.3e} (tolerance {res.tolerance:.0e})")
+    if not res.ok:
+        sys.exit(1)
+
+
+def _register_optional() -> None:
+    """Attach the Neo4j and export commands (their modules import lazily what they need)."""
+    try:
+        from pipeline.neo4j.cli_server import neo4j_group
+
+        cli.add_command(neo4j_group, "neo4j")
+        from pipeline.neo4j.cli_load import drop, load
+
+        cli.add_command(load)
+        cli.add_command(drop)
+    except ImportError:  # pragma: no cover - during development only
+        pass
+
+
+_register_optional()
+
+
+def main() -> None:
+    cli(prog_name="cnngraph")
+
+
+if __name__ == "__main__":
+    main()
