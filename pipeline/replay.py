@@ -154,7 +154,7 @@ def keras_outputs(model, graph: ModelGraph, x: list[np.ndarray]) -> dict[str, np
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
     outs = probe(x, training=False)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
-    return {n: np.asarray(o) for n, o in zip(names, outs)}
+    return {n: np.asarray(o) for n, o in zip(names, outs, strict=True)}
 
 
 def random_inputs(graph: ModelGraph, samples: int, seed: int) -> dict[int, np.ndarray]:

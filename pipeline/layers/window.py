@@ -35,7 +35,7 @@ class Window:
         n = len(in_shape)
         kernel, strides, dilation = _tuple(kernel, n), _tuple(strides, n), _tuple(dilation, n)
         pad = []
-        for i, o, k, s, d in zip(in_shape, out_shape, kernel, strides, dilation):
+        for i, o, k, s, d in zip(in_shape, out_shape, kernel, strides, dilation, strict=True):
             span = (k - 1) * d + 1
             if padding == "valid":
                 expect, before = (i - span) // s + 1, 0

@@ -1,0 +1,38 @@
+# cnngraph: `make demo` runs the main job, `make test` the tests, on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.cnngraph-installed
+
+.PHONY: install test test-full demo bench bench-quick lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The tests start the managed Neo4j server themselves (tests/neo4j_plugin.py) unless NEO4J_URI
+# is set, and stop it afterwards; a missing server fails the run.
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-full: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+bench: $(STAMP)
+	$(PY) benchmarks/extract.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/extract.py --quick
+
+lint: $(STAMP)
+	$(PY) -m ruff check pipeline tests benchmarks
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache
