@@ -1,0 +1,67 @@
+"""`cnngraph neo4j start|stop|status|env`: the managed local Neo4j server (thin over server.py)."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.errors import CnnGraphError
+from pipeline.neo4j.server import PORT_ENV, ManagedServer
+from pipeline.progress import NULL, TqdmProgress
+
+
+@click.group("neo4j")
+def neo4j_group() -> None:
+    """Run a local Neo4j Community server from Maven Central jars (needs Java 17 and Maven).
+
+    It listens on 127.0.0.1 only, with a generated password; it is the default target of
+    cnngraph's loaders and exports when NEO4J_URI is not set.
+    """
+
+
+@neo4j_group.command()
+@click.option("--port", type=int, default=None,
+              help=f"Bolt port on 127.0.0.1 [default: ${PORT_ENV} or 7687].")
+@click.option("-s", "--silent", is_flag=True, help="Print nothing but errors.")
+def start(port: int | None, silent: bool) -> None:
+    """Start the server in the background (downloading it on first use)."""
+    server = ManagedServer(port=port)
+    try:
+        conn = server.start(NULL if silent else TqdmProgress())
+    except CnnGraphError as err:
+        raise click.ClickException(str(err)) from err
+    if not silent:
+        click.echo(f"Neo4j {server.version} is running at {conn.uri} (pid {server.pid()}); "
+                   f"logs in {server.log_path.parent}")
+        click.echo('Point other clients at it with: eval "$(cnngraph neo4j env)"')
+
+
+@neo4j_group.command()
+def stop() -> None:
+    """Stop the server."""
+    server = ManagedServer()
+    try:
+        stopped = server.stop()
+    except CnnGraphError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo("Neo4j stopped." if stopped else "Neo4j was not running.")
+
+
+@neo4j_group.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Show whether the server runs, where, and its files; exit 1 when it is down."""
+    info = ManagedServer().status()
+    for key, value in info.items():
+        click.echo(f"{key}: {value if value is not None else '-'}")
+    if not info["running"]:
+        ctx.exit(1)
+
+
+@neo4j_group.command()
+def env() -> None:
+    """Print the export line for NEO4J_URI, NEO4J_USERNAME and NEO4J_PASSWORD (for eval)."""
+    try:
+        click.echo(ManagedServer().env_exports())
+    except CnnGraphError as err:
+        raise click.ClickException(str(err)) from err
+

@@ -1,0 +1,157 @@
+"""The managed Neo4j server, against real JVMs: start/status/stop, auth, CLI, ports, bulk import.
+
+One server in a temporary home (sharing the installed jars) serves the module, so the file costs
+two server starts and one restart in all.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.errors import Neo4jError, Neo4jUnavailable
+from pipeline.neo4j.cli_server import neo4j_group
+from pipeline.neo4j.server import PORT_ENV, Connection, ManagedServer, driver
+
+pytest_plugins = ["tests.neo4j_plugin"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _home(root: Path) -> Path:
+    """A fresh home under ``root`` (as ``$CNNGRAPH_HOME/neo4j``) reusing the installed jars."""
+    shared = ManagedServer()
+    shared.install()
+    home = root / "neo4j"
+    home.mkdir(parents=True)
+    (home / "lib").symlink_to(shared.lib)
+    return home
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cnngraph")
+
+
+@pytest.fixture(scope="module")
+def server(root: Path) -> Iterator[ManagedServer]:
+    srv = ManagedServer(_home(root), port=_free_port())
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def cli_env(root: Path, server: ManagedServer) -> dict[str, str]:
+    return {"CNNGRAPH_HOME": str(root), PORT_ENV: str(server.port)}
+
+
+def _count(conn: Connection, query: str) -> int:
+    with driver(conn) as drv:
+        return drv.execute_query(query).records[0][0]
+
+
+def test_status_when_down(server: ManagedServer, cli_env: dict[str, str]) -> None:
+    assert not server.is_running()
+    result = CliRunner().invoke(neo4j_group, ["status"], env=cli_env)
+    assert result.exit_code == 1
+    assert "running: False" in result.output
+
+
+def test_start_and_status(server: ManagedServer, cli_env: dict[str, str]) -> None:
+    conn = server.start()
+    assert conn.uri == f"bolt://127.0.0.1:{server.port}"
+    assert conn.password not in repr(conn)
+    info = server.status()
+    assert info["running"] and info["pid"] == server.pid() and info["uri"] == conn.uri
+    assert info["version"] == "5.26.19" and info["log"].endswith("neo4j.log")
+    result = CliRunner().invoke(neo4j_group, ["status"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    assert "running: True" in result.output
+    assert server.start() == conn  # already running: returns at once
+
+
+def test_generated_password_connects(server: ManagedServer) -> None:
+    assert _count(server.connection_info(), "RETURN 1") == 1
+
+
+def test_password_file_mode(server: ManagedServer) -> None:
+    assert stat.S_IMODE(server.password_path.stat().st_mode) == 0o600
+    assert len(server.password()) >= 20
+
+
+def test_wrong_password_is_a_clear_error(server: ManagedServer) -> None:
+    with pytest.raises(Neo4jError, match="check NEO4J_PASSWORD") as info:
+        driver(Connection(server.uri(), "neo4j", "not-the-password"))
+    assert not isinstance(info.value, Neo4jUnavailable)
+    assert "not-the-password" not in str(info.value)
+
+
+def test_env_output(server: ManagedServer, cli_env: dict[str, str]) -> None:
+    result = CliRunner().invoke(neo4j_group, ["env"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    line = result.output.strip()
+    match = re.fullmatch(r"export NEO4J_URI=(\S+) NEO4J_USERNAME=neo4j NEO4J_PASSWORD=(\S+)", line)
+    assert match, line
+    assert match.group(1) == server.uri() and match.group(2) == server.password()
+    assert line == server.env_exports()
+
+
+def test_port_in_use(root: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        other = ManagedServer(_home(root / "other"), port=port)
+        with pytest.raises(Neo4jError, match=rf"port {port} .*in use.*{PORT_ENV}"):
+            other.start()
+    assert not other.is_running()
+
+
+def test_admin_import_then_count(server: ManagedServer, tmp_path: Path) -> None:
+    nodes, rels = tmp_path / "nodes.csv", tmp_path / "rels.csv"
+    nodes.write_text("id:ID,name\n1,a\n2,b\n3,c\n")
+    rels.write_text(":START_ID,:END_ID,weight:float\n1,2,0.5\n2,3,-1.5\n")
+    server.admin_import([
+        "--id-type=integer", f"--nodes=Neuron={nodes}", f"--relationships=CONNECTS={rels}",
+        "--overwrite-destination=true",
+    ])
+    assert server.is_running()  # it was running, so it was restarted
+    conn = server.connection_info()
+    assert _count(conn, "MATCH (n:Neuron) RETURN count(n)") == 3
+    assert _count(conn, "MATCH (:Neuron)-[r:CONNECTS]->(:Neuron) RETURN sum(r.weight)") == -1.0
+
+
+def test_admin_import_error_names_log(server: ManagedServer, tmp_path: Path) -> None:
+    with pytest.raises(Neo4jError, match=r"import failed.*import\.log"):
+        server.admin_import([f"--nodes={tmp_path / 'missing.csv'}"], restart=False)
+    assert not server.is_running()
+
+
+def test_reset_database(server: ManagedServer) -> None:
+    server.reset_database(restart=True)
+    assert _count(server.connection_info(), "MATCH (n) RETURN count(n)") == 0
+
+
+def test_stop(server: ManagedServer, cli_env: dict[str, str]) -> None:
+    uri = server.uri()
+    result = CliRunner().invoke(neo4j_group, ["stop"], env=cli_env)
+    assert result.exit_code == 0 and "stopped" in result.output
+    assert not server.is_running() and server.status()["pid"] is None
+    with pytest.raises(Neo4jUnavailable, match="cnngraph neo4j start"):
+        driver(Connection(uri, "neo4j", server.password()))
+
+
+def test_plugin_fixture(neo4j_driver) -> None:
+    assert neo4j_driver.execute_query("RETURN 40 + 2").records[0][0] == 42
