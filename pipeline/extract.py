@@ -224,9 +224,28 @@ def layer_dir(spec: LayerSpec) -> str:
 _WORKER_GRAPH: ModelGraph | None = None
 
 
-def _init_worker(graph: ModelGraph) -> None:
+def _init_worker(graph: ModelGraph, weights_dir: str) -> None:
+    """Receive the graph without weights; map the weights from .npy files (shared page cache)."""
     global _WORKER_GRAPH
+    for spec in graph.layers:
+        spec.weights = {
+            name: np.load(Path(weights_dir) / f"{spec.index}-{name}.npy", mmap_mode="r") for name in spec.weights
+        }
     _WORKER_GRAPH = graph
+
+
+def _skeleton(graph: ModelGraph, weights_dir: Path) -> ModelGraph:
+    """A copy of graph whose weights are saved to weights_dir and replaced by their names."""
+    import copy
+
+    layers = []
+    for spec in graph.layers:
+        for name, value in spec.weights.items():
+            np.save(weights_dir / f"{spec.index}-{name}.npy", value)
+        light = copy.copy(spec)
+        light.weights = dict.fromkeys(spec.weights)
+        layers.append(light)
+    return ModelGraph(graph.name, layers, graph.total_neurons, graph.spec)
 
 
 def run_task(graph: ModelGraph, task: Task, out: Path | None, max_edges: int = CHUNK_EDGES) -> TaskResult:
@@ -346,13 +365,16 @@ def extract(
             progress.advance(results[-1].edges)
     else:
         import multiprocessing
+        import tempfile
 
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(graph,)) as pool:
-            futures = [pool.submit(_run_in_worker, t, str(out_path) if out_path else None, max_edges) for t in tasks]
-            for fut in futures:
-                results.append(fut.result())
-                progress.advance(results[-1].edges)
+        with tempfile.TemporaryDirectory(prefix="cnngraph-weights-") as wdir:
+            light = _skeleton(graph, Path(wdir))
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(light, wdir)) as pool:
+                futures = [pool.submit(_run_in_worker, t, str(out_path) if out_path else None, max_edges) for t in tasks]
+                for fut in futures:
+                    results.append(fut.result())
+                    progress.advance(results[-1].edges)
     progress.finish()
     seconds = time.perf_counter() - t0
     manifest = _manifest(graph, the_plan, chosen, boundary, node_info, results, layers, seconds)
