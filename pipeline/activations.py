@@ -62,6 +62,11 @@ def relu_name(max_value: float | None, negative_slope: float, threshold: float) 
     return f"relu(max_value={max_value},negative_slope={float(negative_slope)},threshold={float(threshold)})"
 
 
+def elu_name(alpha: float) -> str:
+    """The name of an ELU with the given alpha."""
+    return "elu" if float(alpha) == 1.0 else f"elu(alpha={float(alpha)!r})"
+
+
 def _param_relu(text: str) -> Fn:
     args = dict(kv.split("=") for kv in text.split(","))
     top = None if args["max_value"] == "None" else float(args["max_value"])
@@ -81,4 +86,8 @@ def get(name: str) -> Fn:
     m = re.fullmatch(r"relu\((.*)\)", name)
     if m:
         return _param_relu(m.group(1))
+    m = re.fullmatch(r"elu\(alpha=(.*)\)", name)
+    if m:
+        alpha = float(m.group(1))
+        return lambda x: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
     raise KeyError(f"activation {name!r} is not supported; supported: {', '.join(sorted(_SIMPLE))}")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ModelError, UsageError
+from pipeline.errors import ModelError, UnsupportedLayerError, UsageError
 
 #: Seed used when no weights are given.
 DEFAULT_SEED = 0
@@ -183,6 +183,8 @@ def _application(name: str):
         obj = getattr(keras.applications, attr)
         if callable(obj) and attr[:1].isupper() and wanted in {_snake(attr), attr.lower()}:
             return obj
+        if callable(obj) and attr[:1].isupper() and wanted.replace("_", "") == attr.lower():  # mobilenet_v2
+            return obj
     return None
 
 
@@ -280,12 +282,25 @@ def walk(model, spec: ModelSpec | None = None) -> ModelGraph:
     tensors: dict[int, Tensor] = {}
     layers: list[LayerSpec] = []
     offset = 0
+    seen_ops: set[int] = set()
     for op, node in order:
         type_name = type(op).__name__
+        if id(op) in seen_ops:
+            raise ModelError(
+                f"layer {op.name!r} ({type_name}) is applied more than once (a shared layer); "
+                "shared layers are not supported yet: give each application its own layer"
+            )
+        seen_ops.add(id(op))
         if len(node.output_tensors) != 1:
             raise ModelError(f"layer {op.name!r} ({type_name}) has {len(node.output_tensors)} outputs; one is supported")
         out_t = node.output_tensors[0]
         inputs = [tensors[id(t)] for t in node.input_tensors]
+        if not hasattr(op, "weights"):  # a keras.ops call traced into the graph, not a layer
+            raise UnsupportedLayerError(
+                op.name, f"keras.ops.{type_name}", registry.supported(),
+                "an operation on symbolic tensors such as `x + 1.0` or `x * y`, not a layer; "
+                "express it with layers (Add, Rescaling, ...) to extract this model",
+            )
         translator = registry.get(type_name, op.name)
         config = op.get_config()
         shape = _shape(out_t)

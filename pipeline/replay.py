@@ -166,6 +166,12 @@ def random_inputs(graph: ModelGraph, samples: int, seed: int) -> dict[int, np.nd
     }
 
 
+def _in_model_order(model, graph: ModelGraph, inputs: dict[int, np.ndarray]) -> list[np.ndarray]:
+    """Input values in ``model.inputs`` order (the walk's topological order can differ)."""
+    offset = {s.name: s.output.offset for s in graph.layers if s.type == "InputLayer"}
+    return [inputs[offset[t._keras_history[0].name]] for t in model.inputs]
+
+
 def verify(
     model,
     graph: ModelGraph,
@@ -177,7 +183,7 @@ def verify(
 ) -> VerifyResult:
     """Replay the graph (from the engine, or from an extraction folder) against Keras."""
     inputs = random_inputs(graph, samples, seed)
-    reference = keras_outputs(model, graph, list(inputs.values()))
+    reference = keras_outputs(model, graph, _in_model_order(model, graph, inputs))
     layers = folder_layers(folder) if folder is not None else graph_layers(graph)
     from pipeline.plan import plan
 

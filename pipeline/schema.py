@@ -47,10 +47,18 @@ class Kind:
     CONCAT = "concat"
     BATCHNORM = "batchnorm"
     IDENTITY = "identity"
+    #: Add (weight 1 per input), Subtract (weights 1 and -1) and Average (weights 1/n) all use ADD.
+    #: Per-channel affine maps other than BatchNormalization (Rescaling, Normalization): an
+    #: identity-shaped edge with the scale as weight; the offset is the node bias.
+    AFFINE = "affine"
+    #: SeparableConv: depthwise and pointwise kernels fused (the intermediate is no Keras tensor).
+    SEPARABLE = "separable"
+    #: The Maximum merge layer: like max pooling, the target takes the maximum of its sources.
+    MAXIMUM = "maximum"
 
 
 #: Kinds whose target takes the maximum of its sources (weights are 1.0 and ignored).
-MAX_KINDS = frozenset({Kind.MAX_POOL, Kind.GLOBAL_MAX_POOL})
+MAX_KINDS = frozenset({Kind.MAX_POOL, Kind.GLOBAL_MAX_POOL, Kind.MAXIMUM})
 
 NODE_SCHEMA = pa.schema(
     [

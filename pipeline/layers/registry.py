@@ -4,13 +4,32 @@ from __future__ import annotations
 
 from pipeline.errors import UnsupportedLayerError
 from pipeline.layers.activation import Activation, Input
+from pipeline.layers.advanced_activation import ParamActivation
 from pipeline.layers.base import Translator
 from pipeline.layers.conv import Conv
 from pipeline.layers.dense import Dense
+from pipeline.layers.depthwise import Depthwise, Separable
+from pipeline.layers.global_pooling import GlobalPooling
+from pipeline.layers.merge import Concatenate, Elementwise
+from pipeline.layers.normalization import BatchNorm, Normalization, Rescaling
 from pipeline.layers.pooling import Pooling
 from pipeline.layers.reshape import Alias
+from pipeline.layers.spatial import Cropping, Permute, UpSampling, ZeroPadding
 
 TRANSLATORS: list[Translator] = [Input(), Conv(), Pooling(), Dense(), Alias(), Activation()]
+TRANSLATORS.append(BatchNorm())
+TRANSLATORS.append(Rescaling())
+TRANSLATORS.append(Normalization())
+TRANSLATORS.append(Elementwise())
+TRANSLATORS.append(Concatenate())
+TRANSLATORS.append(GlobalPooling())
+TRANSLATORS.append(Depthwise())
+TRANSLATORS.append(Separable())
+TRANSLATORS.append(ZeroPadding())
+TRANSLATORS.append(Cropping())
+TRANSLATORS.append(UpSampling())
+TRANSLATORS.append(Permute())
+TRANSLATORS.append(ParamActivation())
 
 _BY_TYPE: dict[str, Translator] = {t: tr for tr in TRANSLATORS for t in tr.types}
 
