@@ -1,0 +1,421 @@
+"""Load an extraction folder into Neo4j: ``load(dir, mode="bulk"|"online", model_name)``.
+
+* **bulk** rewrites the Parquet dataset into neo4j-admin import files (one file at a time, bounded
+  memory), stops the managed server, runs ``neo4j-admin database import full`` (which replaces the
+  whole database), starts the server and applies the schema. Managed server only.
+* **online** sends columnar batches over Bolt. Each batch commits together with its checkpoint
+  (a ``(:LoadState {model})`` node holding the ids of done batches), so a rerun after a crash
+  continues where it stopped and never duplicates a node or relationship.
+
+Both end by counting neurons and relationships per layer in the database and comparing them with
+the manifest (:class:`~pipeline.errors.LoadMismatch` when they differ).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import errors, extract, schema
+from pipeline.neo4j import graph
+from pipeline.progress import NULL, Progress
+
+MODES = ("bulk", "online")
+#: Rows per online transaction (measured: 20k-50k are within 10% of each other).
+BATCH_SIZE = 20_000
+#: Bulk input format; "parquet" measured fastest on neo4j-admin 5.26.19 (see docs/graph-model.md).
+INPUT_TYPE = "parquet"
+_UNIT = 1_000_000  # batch id = file number * _UNIT + batch number within the file
+
+
+@dataclass
+class LoadResult:
+    """What a load did. Timings in seconds."""
+
+    model: str
+    mode: str
+    nodes: int
+    relationships: int
+    layers: int
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    batches_done: int = 0
+    batches_skipped: int = 0
+    skipped: bool = False  # the model was already loaded from the same extraction
+
+    @property
+    def rels_per_second(self) -> float:
+        return self.relationships / self.seconds if self.seconds else 0.0
+
+
+# Manifest --------------------------------------------------------------------------------
+
+
+def read_manifest(dir: str | Path) -> dict:
+    """The extraction manifest, layers in model order, every label validated before any query."""
+    manifest = extract.read_manifest(dir)
+    manifest["layers"] = sorted(manifest["layers"], key=lambda la: la["index"])
+    for la in manifest["layers"]:
+        if la["nodes"]:
+            graph.neuron_labels(la["type"])
+    return manifest
+
+
+def _files(dir: Path, manifest: dict, key: str) -> list[tuple[dict, Path]]:
+    return [(la, dir / rel) for la in manifest["layers"] for rel in la.get(key, [])]
+
+
+def _layer_type(table: pa.Table) -> str:
+    types = pc.unique(table.column(schema.LAYER_TYPE).cast(pa.string())).to_pylist()
+    if len(types) != 1:
+        raise errors.OutputError(f"a node file mixes layer types {types}")
+    return types[0]
+
+
+# Public API ------------------------------------------------------------------------------
+
+
+def load(
+    dir: str | Path,
+    mode: str = "bulk",
+    model_name: str | None = None,
+    replace: bool = False,
+    progress: Progress = NULL,
+    *,
+    conn=None,
+    batch_size: int = BATCH_SIZE,
+    retry_time: float = 60.0,
+    input_type: str = INPUT_TYPE,
+    work_dir: str | Path | None = None,
+) -> LoadResult:
+    """Load the extraction folder ``dir`` into Neo4j as model ``model_name``.
+
+    Parameters
+    ----------
+    dir : extraction folder (``manifest.json`` with ``"complete": true``).
+    mode : ``"bulk"`` (neo4j-admin import into the managed server; replaces the database) or
+        ``"online"`` (Bolt batches; any server; resumable and idempotent).
+    model_name : name of the ``:Model`` (default: the Keras model's name); must match
+        ``graph.NAME_PATTERN``.
+    replace : bulk: allow discarding everything in the database; online: drop an existing model
+        of the same name first.
+    conn : a ``pipeline.neo4j.server.Connection`` (default: ``server.connection()``).
+    batch_size : rows per online transaction. A resumed load keeps its first batch size.
+    retry_time : seconds an online batch keeps retrying transient errors before giving up.
+    input_type : bulk import files: ``"parquet"``, ``"csv"`` or ``"csv.gz"``.
+    work_dir : where bulk import files are written (default: the system temp folder).
+
+    Returns
+    -------
+    LoadResult with counts and timings.
+
+    Raises
+    ------
+    UsageError (bad name or mode, bulk onto a non-empty database without ``replace``),
+    OutputError (incomplete extraction), Neo4jUnavailable (server down; rerun to resume),
+    Neo4jError, LoadMismatch (database counts differ from the manifest).
+    """
+    if mode not in MODES:
+        raise errors.UsageError(f"unknown load mode {mode!r}; use one of {', '.join(MODES)}")
+    dir = Path(dir)
+    manifest = read_manifest(dir)
+    name = graph.validate_name(manifest["model"]["name"] if model_name is None else model_name)
+    if mode == "bulk":
+        from pipeline.neo4j import bulk
+
+        return bulk.load_bulk(dir, manifest, name, replace, progress, conn=conn,
+                              input_type=input_type, work_dir=work_dir)
+    return load_online(dir, manifest, name, replace, progress, conn=conn,
+                       batch_size=batch_size, retry_time=retry_time)
+
+
+def drop(conn=None, name: str = "", progress: Progress = NULL) -> dict[str, int]:
+    """Remove model ``name`` (its neurons, relationships, layers) in bounded batches."""
+    graph.validate_name(name)
+    conn, driver = open_driver(conn, progress)
+    try:
+        with graph.translate(conn.uri, f"drop of {name!r}"):
+            return graph.drop_model(driver, name, progress)
+    finally:
+        driver.close()
+
+
+def open_driver(conn=None, progress: Progress = NULL):
+    """(Connection, neo4j.Driver) for ``conn`` or the default connection."""
+    from pipeline.neo4j import server
+
+    if conn is None:
+        conn = server.connection(progress=progress)
+    return conn, server.driver(conn)
+
+
+def finish(driver, manifest: dict, name: str, mode: str, uri: str) -> dict:
+    """Verify counts against the manifest, then mark the model complete."""
+    with graph.translate(uri, "verification"):
+        counts = graph.verify_counts(driver, manifest, name)
+        graph.set_status(driver, name, "complete")
+        driver.execute_query("MATCH (s:LoadState {model: $name}) DELETE s", name=name)
+    return counts
+
+
+# Online ----------------------------------------------------------------------------------
+
+
+def _column(name: str, values: np.ndarray | pa.ChunkedArray, params: dict) -> str:
+    """Put a column into ``params``; a scalar when constant. Returns the Cypher expression."""
+    if isinstance(values, pa.ChunkedArray):
+        uniq = pc.unique(values.cast(pa.string()) if pa.types.is_dictionary(values.type)
+                         else values)
+        if len(uniq) == 1:
+            params[name] = uniq[0].as_py()
+            return f"${name}"
+        values = values.cast(pa.string()) if pa.types.is_dictionary(values.type) else values
+        params[name] = values.to_pylist()
+        return f"${name}[i]"
+    params[name] = values.tolist()
+    return f"${name}[i]"
+
+
+def node_batch(table: pa.Table, model: str) -> tuple[str, dict]:
+    """(query, parameters) creating the neurons of ``table`` (one layer type)."""
+    params: dict = {"model": model, "id": table.column(schema.ID).to_numpy().tolist()}
+    props = ["model: $model", "id: $id[i]"]
+    props.append(f"layer: {_column('layer', table.column(schema.LAYER), params)}")
+    for pos in schema.POSITION:
+        arr = table.column(pos).to_numpy()
+        absent = arr == -1
+        if absent.all():
+            continue
+        if absent.any():
+            params[pos] = [None if a else int(v) for v, a in zip(arr.tolist(), absent, strict=True)]
+        else:
+            params[pos] = arr.tolist()
+        props.append(f"{pos}: ${pos}[i]")
+    props.append(f"bias: {_column('bias', table.column(schema.BIAS).to_numpy(), params)}")
+    props.append(f"activation: {_column('act', table.column(schema.ACTIVATION), params)}")
+    labels = graph.neuron_labels(_layer_type(table))
+    query = (f"UNWIND range(0, size($id) - 1) AS i CREATE (n{labels} {{{', '.join(props)}}})")
+    return query, params
+
+
+def edge_batch(table: pa.Table, model: str) -> tuple[str, dict]:
+    """(query, parameters) creating the CONNECTS relationships of ``table``."""
+    params: dict = {
+        "model": model,
+        "s": table.column(schema.SOURCE).to_numpy().tolist(),
+        "t": table.column(schema.TARGET).to_numpy().tolist(),
+        "w": table.column(schema.WEIGHT).to_numpy().tolist(),
+    }
+    kind = _column("kind", table.column(schema.KIND), params)
+    query = (
+        "UNWIND range(0, size($s) - 1) AS i "
+        "MATCH (a:Neuron {model: $model, id: $s[i]}) "
+        "MATCH (b:Neuron {model: $model, id: $t[i]}) "
+        f"CREATE (a)-[:CONNECTS {{weight: $w[i], kind: {kind}}}]->(b)"
+    )
+    return query, params
+
+
+def _units(dir: Path, manifest: dict, batch_size: int, done: set[int], model: str):
+    """Yield (unit id, rows, query, params) for every batch not in ``done``, nodes first."""
+    files = _files(dir, manifest, "node_files") + _files(dir, manifest, "edge_files")
+    n_node_files = len(_files(dir, manifest, "node_files"))
+    for f, (_, path) in enumerate(files):
+        pf = pq.ParquetFile(path)
+        groups = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+        per_group = [(rows + batch_size - 1) // batch_size for rows in groups]
+        ids = [f * _UNIT + k for k in range(sum(per_group))]
+        make = node_batch if f < n_node_files else edge_batch
+        k = 0
+        for g, rows in enumerate(groups):
+            mine = ids[k:k + per_group[g]]
+            if all(u in done for u in mine):  # skip without reading
+                for j, unit in enumerate(mine):
+                    yield unit, -min(batch_size, rows - j * batch_size), None, None
+            else:
+                table = pf.read_row_group(g)  # memory: one row group at a time
+                for j, unit in enumerate(mine):
+                    part = table.slice(j * batch_size, batch_size)
+                    if unit in done:
+                        yield unit, -part.num_rows, None, None
+                    else:
+                        yield (unit, part.num_rows, *make(part, model))
+                del table
+            k += per_group[g]
+
+
+def _prefetch(iterator, depth: int = 3):
+    """Run ``iterator`` in a thread (Parquet reading and list building overlap the server)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = object()
+
+    def work():
+        try:
+            for item in iterator:
+                q.put(item)
+            q.put(stop)
+        except BaseException as err:  # handed to the consumer
+            q.put(err)
+
+    threading.Thread(target=work, daemon=True).start()
+    while True:
+        item = q.get()
+        if item is stop:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _retryable(err: BaseException) -> bool:
+    from neo4j.exceptions import DriverError, Neo4jError, ServiceUnavailable, SessionExpired
+
+    if isinstance(err, (ServiceUnavailable, SessionExpired, ConnectionError)):
+        return True
+    if isinstance(err, (Neo4jError, DriverError)):
+        return err.is_retryable()
+    return False
+
+
+def _write_unit(session, model: str, unit: int, query: str, params: dict) -> bool:
+    """Run one batch and its checkpoint in one transaction. False if it was already done."""
+    with session.begin_transaction() as tx:
+        # Locks the checkpoint first, so two loaders of one model cannot both write a batch.
+        record = tx.run(
+            "MATCH (s:LoadState {model: $model}) SET s.writer = $unit "
+            "RETURN $unit IN s.done AS done", model=model, unit=unit,
+        ).single()
+        if record is None:
+            raise errors.Neo4jError(f"the checkpoint of model {model!r} vanished during its load "
+                                    "(dropped concurrently?); rerun the load")
+        if record["done"]:
+            return False
+        tx.run(query, params).consume()
+        tx.run("MATCH (s:LoadState {model: $model}) SET s.done = s.done + $unit",
+               model=model, unit=unit).consume()
+        tx.commit()
+    return True
+
+
+def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
+                progress: Progress = NULL, *, conn=None, batch_size: int = BATCH_SIZE,
+                retry_time: float = 60.0) -> LoadResult:
+    """The online loader (see :func:`load`)."""
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    conn, driver = open_driver(conn, progress)
+    uri = conn.uri
+    try:
+        with graph.translate(uri, f"online load of {name!r}"):
+            graph.apply_schema(driver)
+            info = graph.model_info(driver, name)
+            fp = graph.fingerprint(manifest)
+            if info is not None and replace:
+                progress.message(f"dropping model {name!r} first (--replace)")
+                graph.drop_model(driver, name, progress)
+                info = None
+            if info is not None and info.get("fingerprint") != fp:
+                raise errors.UsageError(
+                    f"model {name!r} already holds a different extraction; pass --replace to "
+                    "overwrite it or choose another --model-name"
+                )
+            if info is not None and info.get("status") == "complete":
+                graph.verify_counts(driver, manifest, name)
+                return LoadResult(name, "online", int(manifest["nodes"]),
+                                  int(manifest["edges"]), len(manifest["layers"]),
+                                  time.perf_counter() - t0, skipped=True)
+            graph.write_model(driver, manifest, name, "online", "loading")
+            records, _, _ = driver.execute_query(
+                "MERGE (s:LoadState {model: $name}) "
+                "ON CREATE SET s.done = [], s.batch_size = $batch, s.fingerprint = $fp "
+                "RETURN s.done AS done, s.batch_size AS batch",
+                name=name, batch=batch_size, fp=fp,
+            )
+            done = set(records[0]["done"])
+            batch_size = int(records[0]["batch"])
+        timings["prepare"] = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        total = int(manifest["nodes"]) + int(manifest["edges"])
+        progress.start(total, "row", f"online load {name}")
+        written = skipped = 0
+        with driver.session() as session:
+            for unit, rows, query, params in _prefetch(
+                    _units(dir, manifest, batch_size, done, name)):
+                if query is None:
+                    skipped += 1
+                    progress.advance(-rows)
+                    continue
+                if _run_with_retry(session, name, unit, query, params, retry_time, uri,
+                                   written, progress):
+                    written += 1
+                else:
+                    skipped += 1
+                progress.advance(rows)
+        progress.finish()
+        timings["write"] = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        finish(driver, manifest, name, "online", uri)
+        timings["verify"] = time.perf_counter() - t2
+    finally:
+        driver.close()
+    return LoadResult(name, "online", int(manifest["nodes"]), int(manifest["edges"]),
+                      len(manifest["layers"]), time.perf_counter() - t0, timings,
+                      batches_done=written, batches_skipped=skipped)
+
+
+def _run_with_retry(session, name, unit, query, params, retry_time, uri, written, progress):
+    deadline = time.monotonic() + retry_time
+    delay = 0.2
+    while True:
+        try:
+            return _write_unit(session, name, unit, query, params)
+        except Exception as err:  # noqa: BLE001 - classified just below
+            if not _retryable(err):
+                with graph.translate(uri, f"online load of {name!r}"):
+                    raise
+            if time.monotonic() + delay > deadline:
+                raise errors.Neo4jUnavailable(
+                    f"Neo4j at {uri} failed during the online load of {name!r} after "
+                    f"{written} new batches ({type(err).__name__}: {err}); the load is "
+                    "checkpointed: start the server and rerun the same command to resume"
+                ) from err
+            progress.message(f"retrying batch {unit} in {delay:.1f}s: {type(err).__name__}")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def temp_dir(work_dir: str | Path | None) -> Path:
+    base = _ensure_dir(Path(work_dir)) if work_dir else None
+    return Path(tempfile.mkdtemp(prefix="cnngraph-import-", dir=base))
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def managed_only() -> None:
+    """Bulk import needs the managed server: refuse when NEO4J_URI points elsewhere."""
+    uri = os.environ.get("NEO4J_URI")
+    if uri:
+        raise errors.UsageError(
+            f"bulk load runs neo4j-admin on the managed server's files, but NEO4J_URI={uri} "
+            "points to another server; use --mode online (or unset NEO4J_URI)"
+        )

@@ -1,0 +1,362 @@
+"""Bulk and online loaders against the real Neo4j server (no mocks; a missing server fails).
+
+The bulk tests replace the whole database, so they run first in this module; the other tests
+add models beside what is there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from pipeline import errors, schema
+from pipeline.neo4j import graph, loader
+from pipeline.neo4j.server import Connection, ManagedServer
+
+ROOT = Path(__file__).resolve().parents[1]
+MANAGED = not os.environ.get("NEO4J_URI")
+
+
+# Fixtures: real tiny Keras CNNs extracted with the project's extractor ------------------------
+
+
+def extract_tiny(out: Path, seed: int, name: str, shape=(6, 6, 2), filters=3) -> Path:
+    """Conv2D -> MaxPooling2D -> Flatten -> Dense, random biases, extracted into ``out``."""
+    import keras
+
+    from pipeline.extract import extract
+    from pipeline.model import randomize_biases, walk
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input(shape, name="input"),
+            keras.layers.Conv2D(filters, 3, activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(2, name="pool"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(4, activation="softmax", name="fc"),
+        ],
+        name=name,
+    )
+    randomize_biases(model, seed)
+    extract(walk(model), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    return extract_tiny(tmp_path_factory.mktemp("ext") / "tiny", 0, "tiny")
+
+
+@pytest.fixture(scope="session")
+def other_dir(tmp_path_factory) -> Path:
+    return extract_tiny(tmp_path_factory.mktemp("ext") / "other", 1, "other", (8, 8, 1), 2)
+
+
+# Helpers ---------------------------------------------------------------------------------
+
+
+def ext_nodes(dir: Path) -> pd.DataFrame:
+    df = pd.read_parquet(dir / schema.NODES_DIR)
+    for col in (schema.LAYER, schema.LAYER_TYPE, schema.ACTIVATION):
+        df[col] = df[col].astype(str)
+    return df.sort_values(schema.ID).reset_index(drop=True)
+
+
+def ext_edges(dir: Path) -> pd.DataFrame:
+    df = pd.read_parquet(dir / schema.EDGES_DIR)
+    df[schema.KIND] = df[schema.KIND].astype(str)
+    return df.sort_values([schema.TARGET, schema.SOURCE]).reset_index(drop=True)
+
+
+def db_nodes(driver, model: str) -> pd.DataFrame:
+    records, _, _ = driver.execute_query(
+        "MATCH (n:Neuron {model: $m}) RETURN n.id AS id, n.layer AS layer, labels(n) AS labels, "
+        "n.d AS d, n.h AS h, n.w AS w, n.c AS c, n.bias AS bias, n.activation AS activation",
+        m=model,
+    )
+    return pd.DataFrame([r.data() for r in records]).sort_values("id").reset_index(drop=True)
+
+
+def db_edges(driver, model: str) -> pd.DataFrame:
+    records, _, _ = driver.execute_query(
+        "MATCH (a:Neuron {model: $m})-[r:CONNECTS]->(b) "
+        "RETURN a.id AS source, b.id AS target, r.weight AS weight, r.kind AS kind, "
+        "b.model AS target_model",
+        m=model,
+    )
+    df = pd.DataFrame([r.data() for r in records])
+    assert (df["target_model"] == model).all()
+    return df.drop(columns="target_model").sort_values(["target", "source"]).reset_index(drop=True)
+
+
+def assert_round_trip(driver, dir: Path, model: str) -> None:
+    """Neurons, labels, positions, biases, edges, weights and the layer graph equal the tables."""
+    want_n, got_n = ext_nodes(dir), db_nodes(driver, model)
+    assert len(got_n) == len(want_n)
+    assert (got_n["id"].to_numpy() == want_n[schema.ID].to_numpy()).all()
+    assert (got_n["layer"] == want_n[schema.LAYER]).all()
+    assert [sorted(x) for x in got_n["labels"]] == [
+        sorted(["Neuron", t]) for t in want_n[schema.LAYER_TYPE]
+    ]
+    for pos in schema.POSITION:
+        want = want_n[pos].to_numpy()
+        got = got_n[pos].to_numpy()
+        assert all((w == -1 and (g is None or np.isnan(g))) or g == w
+                   for g, w in zip(got, want, strict=True)), pos
+    # float32 -> stored double (online) or float (bulk): both give the float32 value back exactly.
+    assert (got_n["bias"].to_numpy(np.float32) == want_n[schema.BIAS].to_numpy()).all()
+    assert (got_n["activation"] == want_n[schema.ACTIVATION]).all()
+
+    want_e, got_e = ext_edges(dir), db_edges(driver, model)
+    assert len(got_e) == len(want_e)
+    for col in (schema.SOURCE, schema.TARGET):
+        assert (got_e[col].to_numpy() == want_e[col].to_numpy()).all()
+    assert (got_e["weight"].to_numpy(np.float32) == want_e[schema.WEIGHT].to_numpy()).all()
+    assert (got_e["kind"] == want_e[schema.KIND]).all()
+
+    manifest = json.loads((dir / schema.MANIFEST).read_text())
+    records, _, _ = driver.execute_query(
+        "MATCH (l:Layer {model: $m}) RETURN l.name AS name, l.type AS type, l.index AS index, "
+        "l.params AS params, [(p:Layer)-[:FEEDS]->(l) | p.name] AS inbound", m=model,
+    )
+    got_layers = {r["name"]: (r["type"], r["index"], r["params"], sorted(r["inbound"]))
+                  for r in records}
+    assert got_layers == {
+        la["name"]: (la["type"], la["index"], la["params"], sorted(la["inbound"]))
+        for la in manifest["layers"]
+    }
+    info = graph.model_info(driver, model)
+    assert info["status"] == "complete" and info["edges"] == manifest["edges"]
+
+
+def duplicate_relationships(driver, model: str) -> int:
+    records, _, _ = driver.execute_query(
+        "MATCH (a:Neuron {model: $m})-[r:CONNECTS]->(b) WITH a, b, count(r) AS n WHERE n > 1 "
+        "RETURN count(*) AS dups", m=model,
+    )
+    return records[0]["dups"]
+
+
+# Bulk (first: it replaces the database) -----------------------------------------------------
+
+
+def test_bulk_round_trip_and_refusal(neo4j_conn, tiny_dir):
+    if not MANAGED:
+        with pytest.raises(errors.UsageError, match="managed server"):
+            loader.load(tiny_dir, "bulk", "bulkm", replace=True, conn=neo4j_conn)
+        return
+    result = loader.load(tiny_dir, "bulk", "bulkm", replace=True, conn=neo4j_conn)
+    assert (result.mode, result.relationships) == ("bulk", 960)
+    assert result.timings["import"] > 0
+    from pipeline.neo4j.server import driver
+
+    with driver(neo4j_conn) as drv:
+        assert_round_trip(drv, tiny_dir, "bulkm")
+        assert duplicate_relationships(drv, "bulkm") == 0
+    # The database now holds data: a second bulk load must not silently wipe it.
+    with pytest.raises(errors.UsageError, match=r"bulkm.*--replace"):
+        loader.load(tiny_dir, "bulk", "bulkm2", conn=neo4j_conn)
+
+
+def test_bulk_refuses_foreign_server(tiny_dir, monkeypatch):
+    monkeypatch.setenv("NEO4J_URI", "bolt://db.example.invalid:7687")
+    with pytest.raises(errors.UsageError, match="--mode online"):
+        loader.load(tiny_dir, "bulk", "x", replace=True)
+
+
+# Online --------------------------------------------------------------------------------------
+
+
+def test_online_round_trip_coexist_and_drop(neo4j_conn, neo4j_driver, tiny_dir, other_dir):
+    a = loader.load(tiny_dir, "online", "onlA", replace=True, conn=neo4j_conn, batch_size=100)
+    b = loader.load(other_dir, "online", "onlB", replace=True, conn=neo4j_conn)
+    loader.load(tiny_dir, "online", "onlC", replace=True, conn=neo4j_conn)
+    assert (a.nodes, a.relationships, a.batches_done) == (136, 960, 4 + 11)
+    assert b.relationships == json.loads((other_dir / schema.MANIFEST).read_text())["edges"]
+    # Same ids in two models (onlA, onlC) and a different model (onlB) side by side.
+    assert_round_trip(neo4j_driver, tiny_dir, "onlA")
+    assert_round_trip(neo4j_driver, other_dir, "onlB")
+    assert_round_trip(neo4j_driver, tiny_dir, "onlC")
+    names = [m["name"] for m in graph.models(neo4j_driver)]
+    assert {"onlA", "onlB", "onlC"} <= set(names)
+    assert not neo4j_driver.execute_query("MATCH (s:LoadState) RETURN s").records
+
+    deleted = loader.drop(neo4j_conn, "onlA")
+    assert deleted["nodes"] == 136 + 1 + 5  # neurons, the model, its layers
+    assert deleted["relationships"] == 960 + 4  # CONNECTS and FEEDS
+    assert graph.model_info(neo4j_driver, "onlA") is None
+    assert not graph.layer_counts(neo4j_driver, "onlA")
+    assert_round_trip(neo4j_driver, tiny_dir, "onlC")  # untouched
+    assert_round_trip(neo4j_driver, other_dir, "onlB")
+    assert loader.drop(neo4j_conn, "onlA") == {"relationships": 0, "nodes": 0}
+    loader.drop(neo4j_conn, "onlB")
+    loader.drop(neo4j_conn, "onlC")
+
+
+def test_load_twice_is_idempotent(neo4j_conn, neo4j_driver, tiny_dir, other_dir):
+    loader.load(tiny_dir, "online", "twice", replace=True, conn=neo4j_conn)
+    again = loader.load(tiny_dir, "online", "twice", conn=neo4j_conn)
+    assert again.skipped and again.batches_done == 0
+    assert_round_trip(neo4j_driver, tiny_dir, "twice")
+    with pytest.raises(errors.UsageError, match="different extraction.*--replace"):
+        loader.load(other_dir, "online", "twice", conn=neo4j_conn)
+    loader.load(other_dir, "online", "twice", replace=True, conn=neo4j_conn)
+    assert_round_trip(neo4j_driver, other_dir, "twice")
+    loader.drop(neo4j_conn, "twice")
+
+
+def test_mismatch_is_reported(neo4j_conn, neo4j_driver, tiny_dir):
+    loader.load(tiny_dir, "online", "mism", replace=True, conn=neo4j_conn)
+    neo4j_driver.execute_query(
+        "MATCH (:Neuron {model: 'mism', layer: 'fc'})<-[r:CONNECTS]-() WITH r LIMIT 3 DELETE r")
+    manifest = loader.read_manifest(tiny_dir)
+    with pytest.raises(errors.LoadMismatch, match=r"fc: manifest \(4, 48\) database \(4, 45\)"):
+        graph.verify_counts(neo4j_driver, manifest, "mism")
+    loader.drop(neo4j_conn, "mism")
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    import neo4j
+    from pipeline.neo4j import loader
+    from pipeline.neo4j.server import Connection
+    uri, user, password, where, n, directory = sys.argv[1:7]
+    n = int(n)
+    commits = [0]
+    real_commit = neo4j.Transaction.commit
+    def commit(self):
+        commits[0] += 1
+        if where == "before-commit" and commits[0] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        out = real_commit(self)
+        if where == "after-commit" and commits[0] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    neo4j.Transaction.commit = commit
+    loader.load(directory, "online", "killed", conn=Connection(uri, user, password),
+                batch_size=40)
+    print("finished")
+""")
+
+
+def test_sigkill_then_resume(neo4j_conn, neo4j_driver, tiny_dir):
+    loader.drop(neo4j_conn, "killed")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    seen = []
+    # 32 batches of 40 rows; the runs stop after 2, 2+4, 6+9 and 15+9 committed batches.
+    for where, n in (("after-commit", 2), ("before-commit", 5), ("after-commit", 9),
+                     ("before-commit", 10)):
+        proc = subprocess.run(
+            [sys.executable, "-c", KILLER, neo4j_conn.uri, neo4j_conn.username,
+             neo4j_conn.password, where, str(n), str(tiny_dir)],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+        records, _, _ = neo4j_driver.execute_query(
+            "MATCH (s:LoadState {model: 'killed'}) RETURN size(s.done) AS done")
+        seen.append(records[0]["done"])
+        assert duplicate_relationships(neo4j_driver, "killed") == 0
+    # Every run adds at least the batch it committed, never one twice.
+    assert seen == [2, 6, 15, 24]
+    result = loader.load(tiny_dir, "online", "killed", conn=neo4j_conn, batch_size=40)
+    assert result.batches_skipped == seen[-1] and result.batches_done > 0
+    assert_round_trip(neo4j_driver, tiny_dir, "killed")
+    assert duplicate_relationships(neo4j_driver, "killed") == 0
+    loader.drop(neo4j_conn, "killed")
+
+
+def test_server_stopped_mid_load_then_resume(neo4j_conn, neo4j_driver, tiny_dir, monkeypatch):
+    if not MANAGED:
+        pytest.fail("this test stops the server: run it against the managed server")
+    loader.drop(neo4j_conn, "stopped")
+    server = ManagedServer()
+    real = loader._write_unit
+    calls = [0]
+
+    def write_then_stop(session, model, unit, query, params):
+        calls[0] += 1
+        if calls[0] == 4:
+            server.stop()
+        return real(session, model, unit, query, params)
+
+    monkeypatch.setattr(loader, "_write_unit", write_then_stop)
+    try:
+        with pytest.raises(errors.Neo4jUnavailable, match="rerun the same command to resume"):
+            loader.load(tiny_dir, "online", "stopped", conn=neo4j_conn, batch_size=40,
+                        retry_time=3)
+    finally:
+        monkeypatch.setattr(loader, "_write_unit", real)
+        server.start()
+    result = loader.load(tiny_dir, "online", "stopped", conn=neo4j_conn, batch_size=40)
+    assert result.batches_skipped == 3
+    from pipeline.neo4j.server import driver
+
+    with driver(neo4j_conn) as drv:
+        assert_round_trip(drv, tiny_dir, "stopped")
+        assert duplicate_relationships(drv, "stopped") == 0
+    loader.drop(neo4j_conn, "stopped")
+
+
+def test_wrong_password(neo4j_conn, tiny_dir):
+    bad = Connection(neo4j_conn.uri, neo4j_conn.username, neo4j_conn.password + "-wrong")
+    with pytest.raises(errors.Neo4jError, match="password|credentials|rejected"):
+        loader.load(tiny_dir, "online", "pw", conn=bad)
+
+
+@pytest.mark.parametrize("name", [
+    "x`) DETACH DELETE n //", "1abc", "", "a" * 65, "a-b", "ok name", "Model'}) MATCH (n",
+])
+def test_malicious_model_names_rejected(tiny_dir, name):
+    # The connection points nowhere: validation must happen before any query.
+    nowhere = Connection("bolt://127.0.0.1:1", "neo4j", "x")
+    with pytest.raises(errors.UsageError, match="invalid model name"):
+        loader.load(tiny_dir, "online", name, conn=nowhere)
+    with pytest.raises(errors.UsageError, match="invalid model name"):
+        loader.drop(nowhere, name)
+
+
+def test_malicious_layer_type_rejected(tiny_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_dir, bad)
+    manifest = json.loads((bad / schema.MANIFEST).read_text())
+    manifest["layers"][1]["type"] = "Conv2D`) DETACH DELETE (n"
+    (bad / schema.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(errors.UsageError, match="invalid layer type label"):
+        loader.load(bad, "online", "ok", conn=Connection("bolt://127.0.0.1:1", "neo4j", "x"))
+
+
+def test_incomplete_extraction(tmp_path):
+    with pytest.raises(errors.OutputError, match="not a complete extraction"):
+        loader.load(tmp_path, "online", "x")
+
+
+def test_cli_load_and_drop(neo4j_conn, neo4j_driver, tiny_dir, monkeypatch):
+    from pipeline.neo4j.cli_load import drop_command, load_command
+
+    if not MANAGED:
+        monkeypatch.setenv("NEO4J_PASSWORD", neo4j_conn.password)
+    runner = CliRunner()
+    result = runner.invoke(load_command, [str(tiny_dir), "--mode", "online", "--model-name",
+                                          "clim", "--replace", "-s"])
+    assert result.exit_code == 0, result.output
+    assert "loaded model 'clim' (online): 136 neurons, 960 relationships" in result.output
+    assert_round_trip(neo4j_driver, tiny_dir, "clim")
+    result = runner.invoke(load_command, [str(tiny_dir), "--mode", "online", "--model-name",
+                                          "bad name", "-s"])
+    assert result.exit_code == 1
+    assert "Error: invalid model name 'bad name'" in result.output
+    result = runner.invoke(drop_command, ["clim", "-s"])
+    assert result.exit_code == 0, result.output
+    assert "dropped model 'clim': 142 nodes, 964 relationships" in result.output
