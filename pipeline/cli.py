@@ -7,7 +7,6 @@ click's own usage errors exit 2.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -53,7 +52,7 @@ def model_options(fn):
 
 
 def _progress(silent: bool = False) -> TqdmProgress:
-    return TqdmProgress(disable=silent or not sys.stderr.isatty() and os.environ.get("CNNGRAPH_PROGRESS") != "1")
+    return TqdmProgress(disable=silent)
 
 
 def build_graph(model: str, input_shape: str | None, no_top: bool, weights: str | None, seed: int, progress):
@@ -159,21 +158,49 @@ def verify(model, input_shape, no_top, weights, seed, samples, tolerance, silent
         sys.exit(1)
 
 
-def _register_optional() -> None:
-    """Attach the Neo4j and export commands (their modules import lazily what they need)."""
-    try:
-        from pipeline.neo4j.cli_server import neo4j_group
+@cli.command("run")
+@model_options
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Extraction folder (default: out/MODEL).")
+@click.option("--layers", default=None, metavar="FIRST:LAST", help="Only these layers (skips verify).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")
+@click.option("--mode", type=click.Choice(["bulk", "online"]), default="bulk", show_default=True, help="How to load Neo4j.")
+@click.option("--model-name", default=None, help="Name of the :Model in Neo4j (default: the Keras model's name).")
+@click.option("--replace", is_flag=True, help="bulk: discard the database's contents; online: replace the model.")
+@click.option("--verify/--no-verify", "check", default=True, show_default=True, help="Replay against Keras before loading.")
+@click.option("--samples", type=int, default=1, show_default=True, help="Random inputs to replay.")
+@click.option("-s", "--silent", is_flag=True, help="No progress bar.")
+def run_command(model, input_shape, no_top, weights, seed, out, layers, workers, mode, model_name, replace, check, samples, silent):
+    """Extract MODEL, verify it against Keras, load it into Neo4j and check the counts."""
+    from pipeline.model import ModelSpec, parse_input_shape
+    from pipeline.run import run
 
-        cli.add_command(neo4j_group, "neo4j")
-        from pipeline.neo4j.cli_load import drop, load
+    progress = _progress(silent)
+    spec = ModelSpec(model, parse_input_shape(input_shape), not no_top, weights, seed)
+    if weights is None and not Path(model).exists():
+        progress.message(f"note: {model} uses seeded random weights (seed {seed}); pass --weights for trained ones")
+    out = out or str(Path("out") / Path(model).stem)
+    res = run(spec, out, layers, mode, model_name, replace, check, samples, workers, progress)
+    ex, ld = res.extract, res.load
+    click.echo(f"extracted {ex.nodes:,} nodes and {ex.edges:,} edges to {out} in {ex.seconds:.1f} s")
+    if res.verify is not None:
+        click.echo(f"verified: worst relative error {res.verify.worst:.2e} over {res.verify.samples} sample(s)")
+    click.echo(
+        f"loaded model {ld.model!r} ({ld.mode}): {ld.nodes:,} neurons, {ld.relationships:,} relationships "
+        f"in {ld.seconds:.1f} s; counts match the manifest"
+    )
 
-        cli.add_command(load)
-        cli.add_command(drop)
-    except ImportError:  # pragma: no cover - during development only
-        pass
+
+def _register_commands() -> None:
+    """Attach the commands defined next to their stages (each imports lazily what it needs)."""
+    from pipeline.neo4j.cli_load import drop_command, load_command
+    from pipeline.neo4j.cli_server import neo4j_group
+
+    cli.add_command(neo4j_group, "neo4j")
+    cli.add_command(load_command, "load")
+    cli.add_command(drop_command, "drop")
 
 
-_register_optional()
+_register_commands()
 
 
 def main() -> None:

@@ -198,7 +198,7 @@ def load_model(spec: ModelSpec):
         if not path.exists():
             raise ModelError(f"model file {spec.source} does not exist")
         try:
-            model = keras.models.load_model(path, compile=False)
+            model = _load_keras2_h5(path) or keras.models.load_model(path, compile=False)
         except Exception as err:  # keras raises many types for corrupt files
             raise ModelError(f"cannot read model file {spec.source}: {err}") from err
         if spec.input_shape is not None:
@@ -231,6 +231,47 @@ def load_model(spec: ModelSpec):
                 f"cannot load weights {weights!r}: {err} (no downloads are possible offline: "
                 "pass a local weights file)"
             ) from err
+    return model
+
+
+def _load_keras2_h5(path: Path):
+    """Read an .h5 file whose config uses Keras 2's ``batch_input_shape``; None for other files.
+
+    Keras 3 names it ``batch_shape`` on an InputLayer and misreads Keras 2's form on the first
+    layer of a Sequential, so the config is rewritten to Keras 3's form before the weights load.
+    """
+    import json
+
+    import h5py
+
+    if path.suffix not in (".h5", ".hdf5"):
+        return None
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("model_config")
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    if "batch_input_shape" not in text:
+        return None
+    config = json.loads(text)
+    layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
+    fixed = []
+    for layer in layers:
+        cfg = layer["config"]
+        shape = cfg.pop("batch_input_shape", None)
+        if shape is not None and layer["class_name"] == "InputLayer":
+            cfg["batch_shape"] = shape
+        elif shape is not None and config["class_name"] == "Sequential":
+            fixed.append({"class_name": "InputLayer", "config": {"batch_shape": shape, "dtype": "float32", "name": f"{cfg['name']}_input"}})
+        fixed.append(layer)
+    if isinstance(config["config"], dict):
+        config["config"]["layers"] = fixed
+    else:
+        config["config"] = fixed
+    from keras.src.legacy.saving import saving_utils  # the reader Keras itself uses for .h5
+
+    model = saving_utils.model_from_config(config)
+    model.load_weights(path)
     return model
 
 

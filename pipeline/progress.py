@@ -7,6 +7,8 @@ weights", "starting the managed Neo4j server").
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Protocol
 
 
@@ -40,10 +42,14 @@ NULL = NullProgress()
 
 
 class TqdmProgress:
-    """A tqdm bar on stderr with counts and rate (used by the CLI)."""
+    """A tqdm bar on stderr with counts and rate (used by the CLI).
+
+    Bars show only on a terminal (or with CNNGRAPH_PROGRESS=1), so logs and pipes stay clean;
+    messages always show.
+    """
 
     def __init__(self, disable: bool = False):
-        self.disable = disable
+        self.disable = disable or not (sys.stderr.isatty() or os.environ.get("CNNGRAPH_PROGRESS") == "1")
         self._bar = None
 
     def start(self, total: int, unit: str, desc: str) -> None:
@@ -68,6 +74,6 @@ class TqdmProgress:
         import click
 
         if self._bar is not None:
-            self._bar.write(text, file=__import__("sys").stderr)
+            self._bar.write(text, file=sys.stderr)
         else:
             click.echo(text, err=True)

@@ -1,0 +1,78 @@
+"""Reading models: Keras 2 and 3 file conventions, and clear errors for models we cannot walk."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import keras
+import pytest
+
+from pipeline.errors import ModelError
+from pipeline.model import ModelSpec, load_model, walk
+from pipeline.replay import verify
+
+
+def _keras2_style(path, drop_input_layer: bool) -> None:
+    """Rewrite a legacy .h5 file's config the way Keras 2 wrote it (batch_input_shape)."""
+    with h5py.File(path, "r+") as f:
+        raw = f.attrs["model_config"]
+        cfg = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        layers = cfg["config"]["layers"]
+        shape = layers[0]["config"].pop("batch_shape")
+        if drop_input_layer:
+            layers.pop(0)
+            layers[0]["config"]["batch_input_shape"] = shape
+        else:
+            layers[0]["config"]["batch_input_shape"] = shape
+        f.attrs["model_config"] = json.dumps(cfg)
+
+
+@pytest.mark.parametrize("drop_input_layer", [False, True])
+def test_keras2_h5_batch_input_shape(tmp_path, drop_input_layer):
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential(
+        [keras.Input((6, 5, 2)), keras.layers.Conv2D(3, 3, activation="relu"), keras.layers.Flatten(), keras.layers.Dense(2)]
+    )
+    path = tmp_path / "k2.h5"
+    model.save(path)
+    _keras2_style(path, drop_input_layer)
+    loaded = load_model(ModelSpec(str(path)))
+    graph = walk(loaded)
+    assert [s.type for s in graph.layers] == ["InputLayer", "Conv2D", "Flatten", "Dense"]
+    assert graph.layers[0].output.shape == (6, 5, 2)
+    assert verify(loaded, graph, samples=1).ok
+
+
+def test_unbuilt_model_says_how_to_fix():
+    with pytest.raises(ModelError, match=r"the model is not built: build it with a fixed input shape"):
+        walk(keras.Sequential([keras.layers.Dense(2)]))
+
+
+def test_unknown_dimensions_say_how_to_fix():
+    inp = keras.Input((None, None, 3))
+    model = keras.Model(inp, keras.layers.Conv2D(2, 3)(inp))
+    with pytest.raises(ModelError, match=r"unknown dimensions .*--input-shape H,W,C"):
+        walk(model)
+
+
+def test_shared_layer_is_refused():
+    inp = keras.Input((4, 4, 2))
+    shared = keras.layers.Conv2D(2, 1, name="twice")
+    model = keras.Model(inp, shared(shared(inp)))
+    with pytest.raises(ModelError, match=r"layer 'twice' \(Conv2D\) is applied more than once"):
+        walk(model)
+
+
+@pytest.mark.parametrize("name", ["vgg16", "VGG16", "mobilenet_v2"])
+def test_application_names(name):
+    model = load_model(ModelSpec(name, (32, 32, 3), include_top=False))
+    assert model.name.lower().replace("_", "").startswith(name.lower().replace("_", "")[:6])
+
+
+def test_random_biases_are_seeded():
+    a = walk(load_model(ModelSpec("vgg16", (32, 32, 3), include_top=False, seed=7)))
+    b = walk(load_model(ModelSpec("vgg16", (32, 32, 3), include_top=False, seed=7)))
+    c = walk(load_model(ModelSpec("vgg16", (32, 32, 3), include_top=False, seed=8)))
+    bias = lambda g: g.layer("block1_conv1").weights["bias"]  # noqa: E731
+    assert (bias(a) == bias(b)).all() and not (bias(a) == bias(c)).all() and bias(a).any()
