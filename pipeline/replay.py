@@ -1,7 +1,8 @@
 """Replay: evaluate the forward pass over the edges and compare with Keras (``cnngraph verify``).
 
 Every neuron: ``pre = sum(weight * source) + bias`` over its incoming edges, or the maximum of its
-sources for max-pooling kinds; then its activation. The edges come either straight from the
+sources for max-pooling kinds, or the product of weight * source for product kinds (Multiply);
+then its activation. The edges come either straight from the
 extraction engine or from an extraction folder's Parquet files, in bounded chunks; memory holds the
 activations of all neurons for the samples, plus one chunk.
 """
@@ -106,16 +107,19 @@ def replay(
         mode = None
         for chunk in layer.edges():
             is_max = chunk.kind in schema.MAX_KINDS
+            rule = "max" if is_max else "prod" if chunk.kind in schema.PRODUCT_KINDS else "sum"
             if mode is None:
-                mode = "max" if is_max else "sum"
-                acc = np.full((samples, n), -np.inf if is_max else 0.0)
-            elif mode != ("max" if is_max else "sum"):
-                raise ValueError(f"layer {layer.name} mixes max-pooling and weighted edges")
+                mode = rule
+                acc = np.full((samples, n), {"max": -np.inf, "prod": 1.0, "sum": 0.0}[rule])
+            elif mode != rule:
+                raise ValueError(f"layer {layer.name} mixes {mode} and {rule} edges")
             t = chunk.target - off
             src = vals[:, chunk.source]
             for s in range(samples):
                 if is_max:
                     np.maximum.at(acc[s], t, src[s])
+                elif rule == "prod":
+                    np.multiply.at(acc[s], t, src[s] * chunk.weight)
                 else:
                     acc[s] += np.bincount(t, weights=src[s] * chunk.weight, minlength=n)
             progress.advance(len(chunk))

@@ -55,10 +55,15 @@ class Kind:
     SEPARABLE = "separable"
     #: The Maximum merge layer: like max pooling, the target takes the maximum of its sources.
     MAXIMUM = "maximum"
+    #: The Multiply merge layer (squeeze-and-excitation, hard-swish): the target takes the product
+    #: of weight * source over its sources.
+    MULTIPLY = "multiply"
 
 
 #: Kinds whose target takes the maximum of its sources (weights are 1.0 and ignored).
 MAX_KINDS = frozenset({Kind.MAX_POOL, Kind.GLOBAL_MAX_POOL, Kind.MAXIMUM})
+#: Kinds whose target takes the product of weight * source over its sources.
+PRODUCT_KINDS = frozenset({Kind.MULTIPLY})
 
 NODE_SCHEMA = pa.schema(
     [

@@ -1,8 +1,10 @@
-"""Merge layers with several inputs: Add, Subtract, Average, Maximum and Concatenate.
+"""Merge layers with several inputs: Add, Subtract, Average, Maximum, Multiply and Concatenate.
 
 Elementwise merges give every output neuron one edge from each input (broadcast inputs repeat
-their cells, as Keras broadcasts): Add weight 1, Subtract 1 and -1, Average 1/n (all kind ``add``,
-replayed as a weighted sum); Maximum weight 1, kind ``maximum`` (replayed as a maximum).
+their cells, as Keras broadcasts): Add weight 1, Subtract 1 and -1, Average 1/n, and
+keras.applications' CustomScaleLayer (InceptionResNetV2: ``x + up * scale``) 1 and scale (all kind
+``add``, replayed as a weighted sum); Maximum weight 1, kind ``maximum`` (replayed as a maximum);
+Multiply weight 1, kind ``multiply`` (replayed as the product of the sources).
 Concatenate: one identity edge from each input cell to its place in the new tensor.
 """
 
@@ -40,13 +42,13 @@ def _broadcasts(src_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> bool:
 
 
 class Elementwise(Translator):
-    types = ("Add", "Subtract", "Average", "Maximum")
+    types = ("Add", "Subtract", "Average", "Maximum", "Multiply", "CustomScaleLayer")
 
     def check(self, spec: LayerSpec) -> None:
         if len(spec.inputs) < 2:
             self.unsupported(spec, f"{len(spec.inputs)} tensor input(s): a merge needs two or more")
-        if spec.type == "Subtract" and len(spec.inputs) != 2:
-            self.unsupported(spec, "Subtract needs exactly two inputs")
+        if spec.type in ("Subtract", "CustomScaleLayer") and len(spec.inputs) != 2:
+            self.unsupported(spec, f"{spec.type} needs exactly two inputs")
         for t in spec.inputs:
             if not _broadcasts(t.shape, spec.output.shape):
                 self.unsupported(spec, f"input shape {t.shape} does not broadcast to {spec.output.shape}")
@@ -58,6 +60,8 @@ class Elementwise(Translator):
         n = len(spec.inputs)
         if spec.type == "Subtract":
             return [1.0, -1.0]
+        if spec.type == "CustomScaleLayer":
+            return [1.0, float(spec.config["scale"])]
         if spec.type == "Average":
             return [1.0 / n] * n
         return [1.0] * n
@@ -69,7 +73,7 @@ class Elementwise(Translator):
         return len(spec.inputs) * spec.output.size
 
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
-        kind = Kind.MAXIMUM if spec.type == "Maximum" else Kind.ADD
+        kind = {"Maximum": Kind.MAXIMUM, "Multiply": Kind.MULTIPLY}.get(spec.type, Kind.ADD)
         for t, w in zip(spec.inputs, self.weights(spec), strict=True):
             yield from pull_edges(
                 t, spec.output, broadcast_map(t.shape, spec.output.shape), lo, hi, max_edges, kind, w
