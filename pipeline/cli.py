@@ -192,12 +192,14 @@ def run_command(model, input_shape, no_top, weights, seed, out, layers, workers,
 
 def _register_commands() -> None:
     """Attach the commands defined next to their stages (each imports lazily what it needs)."""
+    from pipeline.export_cli import export_command
     from pipeline.neo4j.cli_load import drop_command, load_command
     from pipeline.neo4j.cli_server import neo4j_group
 
     cli.add_command(neo4j_group, "neo4j")
     cli.add_command(load_command, "load")
     cli.add_command(drop_command, "drop")
+    cli.add_command(export_command, "export")
 
 
 _register_commands()

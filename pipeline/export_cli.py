@@ -1,0 +1,71 @@
+"""``cnngraph export``: a thin shell over :mod:`pipeline.export`."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.errors import CnnGraphError
+
+
+@click.command("export")
+@click.argument("source")
+@click.option("--out", required=True, type=click.Path(), help="Output file (graphml) or folder (parquet).")
+@click.option("--format", "fmt", type=click.Choice(["graphml", "parquet"]), default="graphml", show_default=True,
+              help="Output format.")
+@click.option("--input-shape", default=None, metavar="H,W,C", help="Input shape of a keras.applications model.")
+@click.option("--no-top", is_flag=True, help="Drop the classifier head (include_top=False).")
+@click.option("--weights", default=None, help="'imagenet' or a weights file; default: seeded random weights.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@click.option("--layers", default=None, metavar="FIRST:LAST", help="Edges into the layers FIRST..LAST (names or indexes).")
+@click.option("--upstream-of", multiple=True, metavar="LAYER:INDEX",
+              help="Upstream cone of a neuron (INDEX: h,w,c or a unit number); repeatable.")
+@click.option("--downstream-of", multiple=True, metavar="LAYER:INDEX",
+              help="Downstream cone of a neuron; repeatable.")
+@click.option("--depth", type=click.IntRange(0), default=None, help="Depth of the cones (default: unlimited).")
+@click.option("--min-abs-weight", type=float, default=None, metavar="T", help="Only edges with |weight| >= T.")
+@click.option("--top-k-in", type=click.IntRange(1), default=None, metavar="K",
+              help="Per neuron, only its K strongest incoming edges by |weight|.")
+@click.option("--cypher", default=None, metavar="QUERY",
+              help="neo4j:NAME sources only: the relationships this query returns.")
+@click.option("--force", is_flag=True, help="Go ahead even when the selection exceeds the size limit.")
+@click.option("-s", "--silent", is_flag=True, help="No progress bar.")
+def export_command(source, out, fmt, input_shape, no_top, weights, seed, layers, upstream_of, downstream_of,
+                   depth, min_abs_weight, top_k_in, cypher, force, silent):
+    """Export a subgraph of SOURCE as GraphML or Parquet.
+
+    SOURCE is a model (a keras.applications name such as vgg16, or a .keras file; its edges are
+    made on the fly), a folder written by `cnngraph extract`, or neo4j:NAME for a model loaded
+    into Neo4j. Selections combine: --layers and the weight filters define the graph, the cones
+    are taken in it.
+    """
+    from pathlib import Path
+
+    from pipeline import export
+    from pipeline.model import ModelSpec, parse_input_shape
+    from pipeline.plan import human_bytes
+    from pipeline.progress import TqdmProgress
+
+    progress = TqdmProgress(disable=silent)
+    try:
+        src = source
+        if not source.startswith(export.NEO4J_PREFIX) and not Path(source).is_dir():
+            src = ModelSpec(source, parse_input_shape(input_shape), not no_top, weights, seed)
+            if weights is None and not Path(source).exists():
+                progress.message(f"note: {source} uses seeded random weights (seed {seed})")
+        elif input_shape or no_top or weights:
+            raise click.UsageError("--input-shape, --no-top and --weights apply to model sources only")
+        result = export.export(
+            src, out, fmt, force=force, progress=progress, layers=layers,
+            upstream_of=list(upstream_of), downstream_of=list(downstream_of), depth=depth,
+            min_abs_weight=min_abs_weight, top_k_in=top_k_in, cypher=cypher,
+        )
+    except CnnGraphError as err:
+        raise click.ClickException(str(err)) from err
+    finally:
+        progress.finish()
+    size = f" ({human_bytes(result.bytes)})" if result.bytes else ""
+    click.echo(f"wrote {result.nodes:,} nodes and {result.edges:,} edges to {result.path}{size} "
+               f"in {result.seconds:.1f} s")
+
+
+export = export_command
