@@ -190,6 +190,20 @@ def run_command(model, input_shape, no_top, weights, seed, out, layers, workers,
     )
 
 
+@cli.command("cypher")
+@click.argument("query")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="A query parameter (JSON or text); repeatable.")
+@click.option("--limit", type=int, default=50, show_default=True, help="Rows to print at most.")
+def cypher_command(query, params, limit):
+    """Run QUERY (Cypher text or a .cypher file, e.g. cypher/layer_summary.cypher) and print its rows."""
+    from pipeline.neo4j.query import parse_params, run_query
+
+    keys, rows = run_query(query, parse_params(params), limit=limit, progress=_progress())
+    click.echo("\t".join(keys))
+    for row in rows:
+        click.echo("\t".join(json.dumps(v) if isinstance(v, (list, dict)) else str(v) for v in row))
+
+
 def _register_commands() -> None:
     """Attach the commands defined next to their stages (each imports lazily what it needs)."""
     from pipeline.export_cli import export_command
