@@ -231,14 +231,23 @@ def test_cli(tiny, tmp_path):
     assert res.exit_code == 0, res.output
 
 
-def test_docs_snippet_runs(tiny):
-    """The NetworkX analysis in docs/export.md, run exactly as written (on VGG16 32x32)."""
-    text = (Path(__file__).parents[1] / "docs" / "export.md").read_text()
-    snippet = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+def test_readme_analysis_runs(tiny):
+    """The README's NetworkX analysis, run exactly as written (on VGG16 32x32)."""
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("## A NetworkX analysis", 1)[1]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     scope: dict = {}
-    exec(compile(snippet, "docs/export.md", "exec"), scope)
-    assert scope["G"].number_of_edges() > 0
-    assert len(scope["top"]) == 5
+    exec(compile(snippet, "README.md", "exec"), scope)
+    G = scope["G"]
+    assert G.number_of_edges() > 0 and len(scope["top"]) == 5
+    # depth 3 from a block5_pool neuron: edges into the pool, conv3 and conv2 neurons, so conv1
+    # neurons appear only as sources (no incoming strength)
+    strength = scope["strength"]
+    assert set(strength) == {"block5_conv1", "block5_conv2", "block5_conv3", "block5_pool"}
+    assert strength["block5_conv1"] == 0 and min(strength[k] for k in strength if k != "block5_conv1") > 0
+    seed = scope["seed"]
+    assert G.nodes[seed]["layer"] == "block5_pool" and (G.nodes[seed]["h"], G.nodes[seed]["w"], G.nodes[seed]["c"]) == (0, 0, 7)
+    assert all(scope["influence"][n] >= scope["influence"][scope["top"][-1]] for n in scope["top"])
 
 
 # -- Neo4j ----------------------------------------------------------------------------------
