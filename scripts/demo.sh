@@ -1,16 +1,51 @@
 #!/usr/bin/env bash
 # The main job on a default that finishes in a few minutes on a 2-core machine.
+# Everything goes under $OUT (default out/), including the demo's own Neo4j server
+# ($OUT/home, Bolt on 127.0.0.1:7688), so a database of yours is never touched.
 set -euo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-echo "== 1. How big is VGG16? (exact counts, nothing generated)"
+OUT=$(cd "$OUT" && pwd)
+export CNNGRAPH_HOME="$OUT/home" CNNGRAPH_NEO4J_PORT=${CNNGRAPH_NEO4J_PORT:-7688}
+unset NEO4J_URI NEO4J_USERNAME NEO4J_PASSWORD
+MODEL=(vgg16 --input-shape 32,32,3 --no-top)
+
+echo "== 1. How big is VGG16? Exact counts of the full model at 224x224, nothing generated"
 cnngraph plan vgg16 | tail -n 6
 echo
 echo "== 2. Extract VGG16 at 32x32 without the classifier (247 M edges) to Parquet"
-cnngraph extract vgg16 --input-shape 32,32,3 --no-top --out "$OUT/vgg16-32"
+cnngraph extract "${MODEL[@]}" --out "$OUT/vgg16-32"
 echo
 echo "== 3. Verify: replay the forward pass over the written edges against Keras"
-cnngraph verify "$OUT/vgg16-32" --samples 1
+cnngraph verify "$OUT/vgg16-32" --samples 1 | tail -n 4
 echo
-echo "Done. The graph is in $OUT/vgg16-32 (nodes/ and edges/ are Parquet datasets; manifest.json has the counts)."
-echo "Read it with: python -c \"import pyarrow.dataset as ds; print(ds.dataset('$OUT/vgg16-32/edges').head(5))\""
+echo "== 4. Extract block 5 (12.6 M edges), verify nothing is lost, bulk-load it into Neo4j"
+cnngraph run "${MODEL[@]}" --layers block5_conv1:block5_pool --out "$OUT/vgg16-32-block5" \
+    --mode bulk --replace --model-name vgg16_block5
+echo
+echo "== 5. A Cypher query from cypher/: the layer summary"
+cnngraph cypher cypher/layer_summary.cypher -p model=vgg16_block5
+echo
+echo "== 6. Export the upstream cone of one block5_pool neuron from Neo4j to GraphML"
+cnngraph export neo4j:vgg16_block5 --upstream-of block5_pool:0,0,7 --depth 3 --out "$OUT/cone.graphml"
+echo
+echo "== 7. The README's NetworkX analysis (straight from the model, no database)"
+python - <<'PY'
+import re
+text = open("README.md").read().split("## A NetworkX analysis", 1)[1]
+exec(re.search(r"```python\n(.*?)```", text, re.S).group(1))
+PY
+ID=$(cnngraph cypher 'MATCH (n:Neuron {model: $m, layer: "block5_conv3"}) RETURN min(n.id) AS id' -p m=vgg16_block5 | tail -n 1)
+echo
+cat <<MSG
+Done. Where everything is:
+  $OUT/vgg16-32            the whole graph as Parquet (nodes/, edges/, manifest.json)
+  $OUT/vgg16-32-block5     block 5 as Parquet, loaded into Neo4j as model 'vgg16_block5'
+  $OUT/cone.graphml        a neuron's upstream cone (networkx.read_graphml(path, node_type=int))
+  $OUT/home/neo4j          the demo's Neo4j server (still running)
+Query it:
+  export CNNGRAPH_HOME=$OUT/home CNNGRAPH_NEO4J_PORT=$CNNGRAPH_NEO4J_PORT
+  eval "\$(cnngraph neo4j env)"      # NEO4J_URI, NEO4J_USERNAME, NEO4J_PASSWORD for any client
+  cnngraph cypher cypher/strongest_incoming.cypher -p model=vgg16_block5 -p id=$ID -p limit=5
+  cnngraph neo4j stop               # when done
+MSG
