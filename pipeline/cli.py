@@ -14,6 +14,7 @@ import click
 
 from pipeline.errors import CnnGraphError
 from pipeline.progress import TqdmProgress
+from pipeline.schema import AGGREGATES, GRANULARITIES
 
 
 class Cli(click.Group):
@@ -51,6 +52,17 @@ def model_options(fn):
     return fn
 
 
+#: --granularity and --aggregate (pipeline.granularity; names from pipeline.schema).
+granularity_option = click.option(
+    "--granularity", type=click.Choice(list(GRANULARITIES)), default="neuron", show_default=True,
+    help="A node per neuron, per channel (feature map or unit), or per Keras layer.",
+)
+aggregate_option = click.option(
+    "--aggregate", type=click.Choice(list(AGGREGATES)), default="l1", show_default=True,
+    help="Channel granularity: how an edge's weight summarises its kernel slice.",
+)
+
+
 def _progress(silent: bool = False) -> TqdmProgress:
     return TqdmProgress(disable=silent)
 
@@ -70,13 +82,14 @@ def build_graph(model: str, input_shape: str | None, no_top: bool, weights: str 
 @model_options
 @click.option("--layers", default=None, metavar="FIRST:LAST", help="Only these layers (names or indexes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan(model, input_shape, no_top, weights, seed, layers, as_json):
+@granularity_option
+def plan(model, input_shape, no_top, weights, seed, layers, as_json, granularity):
     """Exact node and edge counts per layer, and the size in each sink (nothing is generated)."""
     from pipeline.plan import human_bytes
     from pipeline.plan import plan as make_plan
 
     _, graph = build_graph(model, input_shape, no_top, weights, seed, _progress(as_json))
-    p = make_plan(graph, layers)
+    p = make_plan(graph, layers, granularity)
     if as_json:
         click.echo(json.dumps(p.to_json(), indent=1))
         return
@@ -95,7 +108,9 @@ def plan(model, input_shape, no_top, weights, seed, layers, as_json):
 @click.option("--layers", default=None, metavar="FIRST:LAST", help="Only these layers (names or indexes).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Local worker processes.")
 @click.option("-s", "--silent", is_flag=True, help="No progress bar.")
-def extract(model, input_shape, no_top, weights, seed, out, layers, workers, silent):
+@granularity_option
+@aggregate_option
+def extract(model, input_shape, no_top, weights, seed, out, layers, workers, silent, granularity, aggregate):
     """Write the neuron graph as Parquet (OUT/nodes, OUT/edges) and OUT/manifest.json."""
     from pipeline.extract import extract as run_extract
     from pipeline.plan import human_bytes
@@ -103,11 +118,13 @@ def extract(model, input_shape, no_top, weights, seed, out, layers, workers, sil
 
     progress = _progress(silent)
     _, graph = build_graph(model, input_shape, no_top, weights, seed, progress)
-    p = make_plan(graph, layers)
+    p = make_plan(graph, layers, granularity)
     progress.message(
         f"extracting {p.nodes:,} nodes and {p.edges:,} edges (about {human_bytes(p.bytes['parquet'])} of Parquet) into {out}"
     )
-    res = run_extract(graph, out, layers=layers, progress=progress, workers=workers)
+    res = run_extract(
+        graph, out, layers=layers, progress=progress, workers=workers, granularity=granularity, aggregate=aggregate
+    )
     click.echo(
         f"wrote {res.nodes:,} nodes and {res.edges:,} edges to {out} in {res.seconds:.1f} s "
         f"({res.edges_per_second / 1e6:.1f} M edges/s); counts match the plan"

@@ -331,11 +331,19 @@ def extract(
     workers: int = 1,
     max_edges: int = CHUNK_EDGES,
     task_size: int = TASK_EDGES,
+    granularity: str = "neuron",
+    aggregate: str = "l1",
 ) -> ExtractResult:
     """Extract a walked model into out (nodes/, edges/, manifest.json); out=None counts only.
 
+    ``granularity`` ``channel`` or ``layer`` writes the coarser graphs of pipeline.granularity
+    (channel edge weights: ``aggregate`` of their kernel slices).
     Raises OutputError when out is not an extraction folder or the disk cannot hold the plan.
     """
+    if granularity != "neuron":
+        from pipeline.granularity import extract_coarse
+
+        return extract_coarse(graph, out, layers, granularity, aggregate, progress)
     the_plan = plan(graph, layers)
     chosen, boundary = selection(graph, layers)
     out_path = Path(out) if out is not None else None

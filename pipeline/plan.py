@@ -69,8 +69,15 @@ def selection(graph: ModelGraph, layer_range: str | None = None) -> tuple[list[L
     return chosen, boundary
 
 
-def plan(graph: ModelGraph, layer_range: str | None = None) -> Plan:
-    """Exact counts for a model (or a layer range of it) and byte estimates per sink."""
+def plan(graph: ModelGraph, layer_range: str | None = None, granularity: str = "neuron") -> Plan:
+    """Exact counts for a model (or a layer range of it) and byte estimates per sink.
+
+    ``granularity`` ``channel`` or ``layer`` counts the coarser graphs of pipeline.granularity.
+    """
+    if granularity != "neuron":
+        from pipeline.granularity import coarse_plan
+
+        return coarse_plan(graph, layer_range, granularity)
     chosen, boundary = selection(graph, layer_range)
     layers = sorted(
         [layer_plan(s) for s in chosen] + [layer_plan(s, boundary=True) for s in boundary],

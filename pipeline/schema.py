@@ -58,12 +58,21 @@ class Kind:
     #: The Multiply merge layer (squeeze-and-excitation, hard-swish): the target takes the product
     #: of weight * source over its sources.
     MULTIPLY = "multiply"
+    #: LayerNormalization: edges from every member of the normalised group (the channels at the
+    #: target's position) with weight ``gamma[c] * (delta(c', c) - 1/C)``; the target is
+    #: ``sum(weight * source) / sqrt(var(sources) + epsilon) + bias`` (var: population variance of
+    #: the unweighted sources; epsilon: the layer's).
+    LAYERNORM = "layernorm"
+    #: Layer granularity: a tensor flowing from one Keras layer into another.
+    TENSOR = "tensor"
 
 
 #: Kinds whose target takes the maximum of its sources (weights are 1.0 and ignored).
 MAX_KINDS = frozenset({Kind.MAX_POOL, Kind.GLOBAL_MAX_POOL, Kind.MAXIMUM})
 #: Kinds whose target takes the product of weight * source over its sources.
 PRODUCT_KINDS = frozenset({Kind.MULTIPLY})
+#: Kinds whose target is normalised over its sources (see Kind.LAYERNORM).
+NORM_KINDS = frozenset({Kind.LAYERNORM})
 
 NODE_SCHEMA = pa.schema(
     [
@@ -90,3 +99,25 @@ MANIFEST = "manifest.json"
 NODES_DIR = "nodes"
 EDGES_DIR = "edges"
 FORMAT = "cnngraph-extract/1"
+
+# Coarser granularities (DESIGN.md section 3) ---------------------------------------------------
+NEURON, CHANNEL, LAYER_GRANULARITY = "neuron", "channel", "layer"
+GRANULARITIES = (NEURON, CHANNEL, LAYER_GRANULARITY)
+#: How a channel edge's weight summarises its kernel slice.
+AGGREGATES = ("l1", "l2", "sum", "mean", "max_abs")
+#: Channel edges: the raw kernel slice the aggregated weight summarises.
+KERNEL = "kernel"
+#: Layer nodes: the layer's output shape (without batch), parameter count and Keras config (JSON).
+OUTPUT_SHAPE = "output_shape"
+PARAMS = "params"
+CONFIG = "config"
+#: Layer edges: the shape (without batch) of the tensor that flows.
+SHAPE = "shape"
+
+CHANNEL_EDGE_SCHEMA = EDGE_SCHEMA.append(pa.field(KERNEL, pa.list_(pa.float32())))
+LAYER_NODE_SCHEMA = (
+    NODE_SCHEMA.append(pa.field(OUTPUT_SHAPE, pa.list_(pa.int32())))
+    .append(pa.field(PARAMS, pa.int64(), nullable=False))
+    .append(pa.field(CONFIG, pa.string()))
+)
+LAYER_EDGE_SCHEMA = EDGE_SCHEMA.append(pa.field(SHAPE, pa.list_(pa.int32())))
