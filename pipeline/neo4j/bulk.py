@@ -69,7 +69,9 @@ class _Writer:
     def write(self, table: pa.Table) -> None:
         if self.input_type == "parquet":
             if self.writer is None:
-                self.writer = pq.ParquetWriter(self.path, table.schema, compression="snappy")
+                # Uncompressed: neo4j-admin 5.26.19's Snappy reader fails (FAILED_TO_UNCOMPRESS)
+                # on some pyarrow-written pages of real-sized files; these files are temporary.
+                self.writer = pq.ParquetWriter(self.path, table.schema, compression="none")
             self.writer.write_table(table)
             return
         table = pa.table({n: (c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c)
