@@ -576,6 +576,9 @@ def driver(conn: Connection, **config: Any) -> neo4j.Driver:
     import neo4j
     from neo4j.exceptions import AuthError, ConfigurationError, ServiceUnavailable
 
+    # The library's queries are known; server notifications (deprecations, "label does not exist
+    # yet" on an empty database) would only be printed at users as warnings.
+    config.setdefault("notifications_min_severity", "OFF")
     try:
         drv = neo4j.GraphDatabase.driver(conn.uri, auth=(conn.username, conn.password), **config)
     except (ConfigurationError, ValueError) as err:
