@@ -137,6 +137,10 @@ class ChannelGraph:
     # Rules -----------------------------------------------------------------------------------
     def parts(self, spec: LayerSpec) -> list[Part]:
         """The channel edges of one layer, as parts; [] for layers that make none."""
+        return self.parts_as(spec, registry.get(spec.type, spec.name))
+
+    def parts_as(self, spec: LayerSpec, tr: Any) -> list[Part]:
+        """The channel edges of spec read by translator tr."""
         from pipeline.layers import activation as act
         from pipeline.layers import (
             conv,
@@ -150,7 +154,6 @@ class ChannelGraph:
         )
         from pipeline.layers import dense as dense_
 
-        tr = registry.get(spec.type, spec.name)
         if not spec.makes_neurons or isinstance(tr, (act.Input, reshape.Alias)):
             return []
         extra = _extra_rules()
@@ -301,6 +304,13 @@ def _extra_rules() -> list[tuple[type, Callable[[ChannelGraph, LayerSpec, Any], 
         return [Part(t, n * n, 1, Kind.LAYERNORM, block)]
 
     rules.append((LayerNorm, layernorm))
+    from pipeline.layers.ops import OpsCall
+
+    def ops_call(cg: ChannelGraph, spec: LayerSpec, tr: Any) -> list[Part]:
+        impl, as_spec = tr.delegate(spec)  # affine with a number, a merge between tensors
+        return cg.parts_as(as_spec, impl)
+
+    rules.append((OpsCall, ops_call))
     return rules
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ModelError, UnsupportedLayerError, UsageError
+from pipeline.errors import ModelError, UsageError
 
 #: Seed used when no weights are given.
 DEFAULT_SEED = 0
@@ -303,19 +303,37 @@ def walk(model, spec: ModelSpec | None = None) -> ModelGraph:
             "the model is not built: build it with a fixed input shape first, e.g. "
             "model.build((None, 32, 32, 3)) or start it with keras.Input(shape=(32, 32, 3))"
         )
-    order: list[tuple[Any, Any]] = []  # (operation, node) in topological order
-    seen_nodes: set[int] = set()
-    layer_of_tensor: dict[int, Any] = {}
+    import keras
 
-    def visit(tensor) -> None:
+    # (operation, node, name prefix) in topological order; a nested model (keras.Model used as a
+    # layer) is flattened into the outer graph: (None, [(its tensor, the tensor it stands for)], "")
+    # entries bind its inputs and outputs, and its layers are named "<model>/<layer>".
+    order: list[tuple[Any, Any, str]] = []
+    seen_nodes: set[int] = set()
+    layer_of_tensor: dict[int, str] = {}  # tensor -> name of the layer that made it
+    bound: set[int] = set()  # input tensors of nested models
+
+    def visit(tensor, prefix: str = "") -> None:
+        if id(tensor) in bound:
+            return
         op, node_index, _ = tensor._keras_history
         node = op._inbound_nodes[node_index]
         if id(node) in seen_nodes:
             return
         for t in node.input_tensors:
-            visit(t)
+            visit(t, prefix)
         seen_nodes.add(id(node))
-        order.append((op, node))
+        if isinstance(op, keras.Model):
+            inner_in, inner_out = list(op.inputs), list(op.outputs)
+            if len(inner_in) != len(node.input_tensors) or len(inner_out) != len(node.output_tensors):
+                raise ModelError(f"nested model {op.name!r} is called with a different structure than it was built with")
+            bound.update(id(t) for t in inner_in)
+            order.append((None, list(zip(inner_in, node.input_tensors, strict=True)), prefix))
+            for t in inner_out:
+                visit(t, f"{prefix}{op.name}/")
+            order.append((None, list(zip(node.output_tensors, inner_out, strict=True)), prefix))
+            return
+        order.append((op, node, prefix))
 
     for t in model.outputs:
         visit(t)
@@ -324,7 +342,12 @@ def walk(model, spec: ModelSpec | None = None) -> ModelGraph:
     layers: list[LayerSpec] = []
     offset = 0
     seen_ops: set[int] = set()
-    for op, node in order:
+    for op, node, prefix in order:
+        if op is None:  # a nested model's boundary: its tensors are the ones it stands for
+            for dst, src in node:
+                tensors[id(dst)], layer_of_tensor[id(dst)] = tensors[id(src)], layer_of_tensor[id(src)]
+            continue
+        name = prefix + op.name
         type_name = type(op).__name__
         if id(op) in seen_ops:
             raise ModelError(
@@ -337,28 +360,27 @@ def walk(model, spec: ModelSpec | None = None) -> ModelGraph:
         out_t = node.output_tensors[0]
         inputs = [tensors[id(t)] for t in node.input_tensors]
         if not hasattr(op, "weights"):  # a keras.ops call traced into the graph, not a layer
-            raise UnsupportedLayerError(
-                op.name, f"keras.ops.{type_name}", registry.supported(),
-                "an operation on symbolic tensors such as `x + 1.0` or `x * y`, not a layer; "
-                "express it with layers (Add, Rescaling, ...) to extract this model",
-            )
-        translator = registry.get(type_name, op.name)
-        config = op.get_config()
+            from pipeline.layers.ops import describe_call
+
+            type_name, config = describe_call(op, node)  # UnsupportedLayerError unless elementwise
+        else:
+            config = op.get_config()
+        translator = registry.get(type_name, name)
         shape = _shape(out_t)
         if translator.aliases(config):
             src = inputs[0]
             out = Tensor(key=len(tensors), shape=shape, offset=src.offset, owner=src.owner, alias=True)
         else:
-            out = Tensor(key=len(tensors), shape=shape, offset=offset, owner=op.name)
+            out = Tensor(key=len(tensors), shape=shape, offset=offset, owner=name)
             offset += out.size
         tensors[id(out_t)] = out
-        weights = {_weight_name(v): np.asarray(v.numpy()) for v in op.weights}
-        inbound = [layer_of_tensor[id(t)].name for t in node.input_tensors]
-        layer_of_tensor[id(out_t)] = op
+        weights = {_weight_name(v): np.asarray(v.numpy()) for v in getattr(op, "weights", ())}
+        inbound = [layer_of_tensor[id(t)] for t in node.input_tensors]
+        layer_of_tensor[id(out_t)] = name
         layers.append(
             LayerSpec(
                 index=len(layers),
-                name=op.name,
+                name=name,
                 type=type_name,
                 config=config,
                 weights=weights,

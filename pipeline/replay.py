@@ -1,7 +1,8 @@
 """Replay: evaluate the forward pass over the edges and compare with Keras (``cnngraph verify``).
 
 Every neuron: ``pre = sum(weight * source) + bias`` over its incoming edges, or the maximum of its
-sources for max-pooling kinds, or the product of weight * source for product kinds (Multiply);
+sources for max-pooling kinds, or the product of weight * source for product kinds (Multiply), or
+``sum(weight * source) / sqrt(var(sources) + eps) + bias`` for normalising kinds (LayerNormalization);
 then its activation. The edges come either straight from the
 extraction engine or from an extraction folder's Parquet files, in bounded chunks; memory holds the
 activations of all neurons for the samples, plus one chunk.
@@ -36,6 +37,7 @@ class LayerReplay:
     bias: np.ndarray  # per neuron (float32), or per channel
     activation: str
     edges: Any  # callable returning an iterator of EdgeChunk
+    epsilon: float = 0.0  # the layer's epsilon: used by normalising kinds (schema.NORM_KINDS)
 
     @property
     def size(self) -> int:
@@ -54,6 +56,7 @@ def graph_layers(graph: ModelGraph, max_edges: int = CHUNK_EDGES) -> Iterator[La
             spec.name, spec.output.offset, spec.output.shape,
             np.zeros(channels, np.float32) if bias is None else bias, tr.activation(spec),
             lambda spec=spec: (c for t in layer_tasks(spec) for c in task_edges(graph, t, max_edges)),
+            float(spec.config.get("epsilon") or 0.0),
         )
 
 
@@ -63,6 +66,13 @@ def folder_layers(folder: str | Path, max_edges: int = CHUNK_EDGES) -> Iterator[
 
     root = Path(folder)
     manifest = read_manifest(root)
+    if manifest.get("granularity", "neuron") != "neuron":
+        from pipeline.errors import OutputError
+
+        raise OutputError(
+            f"{folder} holds a {manifest['granularity']}-level graph; replay needs a neuron-level "
+            "extraction (cnngraph extract without --granularity)"
+        )
     for entry in manifest["layers"]:
         if entry["nodes"] == 0 or entry["type"] == "InputLayer" or entry["boundary"]:
             continue
@@ -85,7 +95,8 @@ def folder_layers(folder: str | Path, max_edges: int = CHUNK_EDGES) -> Iterator[
                             yield EdgeChunk(src[sel], tgt[sel], w[sel], kind)
 
         yield LayerReplay(
-            entry["name"], entry["id_start"], tuple(entry["output_shape"]), bias, entry["activation"], edges
+            entry["name"], entry["id_start"], tuple(entry["output_shape"]), bias, entry["activation"], edges,
+            float((entry.get("config") or {}).get("epsilon") or 0.0),
         )
 
 
@@ -108,9 +119,12 @@ def replay(
         for chunk in layer.edges():
             is_max = chunk.kind in schema.MAX_KINDS
             rule = "max" if is_max else "prod" if chunk.kind in schema.PRODUCT_KINDS else "sum"
+            rule = "norm" if chunk.kind in schema.NORM_KINDS else rule
             if mode is None:
                 mode = rule
-                acc = np.full((samples, n), {"max": -np.inf, "prod": 1.0, "sum": 0.0}[rule])
+                acc = np.full((samples, n), {"max": -np.inf, "prod": 1.0, "sum": 0.0, "norm": 0.0}[rule])
+                if rule == "norm":  # per target: sum of sources, of their squares, and their count
+                    s1, s2, cnt = np.zeros((samples, n)), np.zeros((samples, n)), np.zeros(n)
             elif mode != rule:
                 raise ValueError(f"layer {layer.name} mixes {mode} and {rule} edges")
             t = chunk.target - off
@@ -122,9 +136,17 @@ def replay(
                     np.multiply.at(acc[s], t, src[s] * chunk.weight)
                 else:
                     acc[s] += np.bincount(t, weights=src[s] * chunk.weight, minlength=n)
+                if rule == "norm":
+                    s1[s] += np.bincount(t, weights=src[s], minlength=n)
+                    s2[s] += np.bincount(t, weights=src[s] * src[s], minlength=n)
+            if rule == "norm":
+                cnt += np.bincount(t, minlength=n)
             progress.advance(len(chunk))
         if acc is None:
             acc = np.zeros((samples, n))
+        if mode == "norm":  # sum(weight * source) is gamma * (x - mean); divide by the sources' std
+            k = np.maximum(cnt, 1)
+            acc = acc / np.sqrt(np.maximum(s2 / k - (s1 / k) ** 2, 0.0) + layer.epsilon)
         bias = layer.bias.astype(np.float64)
         pre = acc.reshape(samples, -1, layer.shape[-1]) + (bias if len(bias) == layer.shape[-1] else bias.reshape(-1, layer.shape[-1]))
         out = activations.get(layer.activation)(pre).reshape(samples, n)
@@ -152,13 +174,52 @@ class VerifyResult:
 
 def keras_outputs(model, graph: ModelGraph, x: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Keras's own output of every layer that owns neurons, for inputs x."""
-    import keras
 
     names = [s.name for s in graph.layers if s.makes_neurons and s.type != "InputLayer"]
-    probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    return dict(zip(names, _outputs_of(model, names, x), strict=True))
+
+
+def _traced(model) -> dict[str, Any]:
+    """{layer or op name: its output tensor in model's graph; "<nested model>/": its input tensor}.
+
+    Found from model.outputs, as the walk finds layers (a layer's ``.output`` can belong to
+    another graph, e.g. a Sequential rebuilt when used as a layer).
+    """
+    found: dict[str, Any] = {}
+    seen: set[int] = set()
+    stack = list(model.outputs)
+    while stack:
+        tensor = stack.pop()
+        op, index, _ = tensor._keras_history
+        node = op._inbound_nodes[index]
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        found.setdefault(op.name, node.output_tensors[0])
+        if hasattr(op, "outputs") and hasattr(op, "inputs") and node.input_tensors:  # a nested model
+            found.setdefault(f"{op.name}/", node.input_tensors[0])
+        stack.extend(node.input_tensors)
+    return found
+
+
+def _outputs_of(model, names: list[str], x) -> list[np.ndarray]:
+    """Keras's output of each named layer (``a/b``: layer b of nested model a) for inputs x."""
+    import keras
+
+    ops = {op.name: op for op in getattr(model, "operations", model.layers)}
+    traced = _traced(model)
+    heads = [n.split("/", 1)[0] + ("/" if "/" in n else "") for n in names]
+    wanted = sorted(set(heads), key=heads.index)
+    probe = keras.Model(model.inputs, [traced[h] for h in wanted])
     outs = probe(x, training=False)
     outs = outs if isinstance(outs, (list, tuple)) else [outs]
-    return {n: np.asarray(o) for n, o in zip(names, outs, strict=True)}
+    value = {h: np.asarray(o) for h, o in zip(wanted, outs, strict=True)}
+    result: dict[str, np.ndarray] = {n: value[n] for n in names if "/" not in n}
+    for head in (h for h in wanted if h.endswith("/")):  # each nested model, on its own input
+        inner = [n for n in names if n.startswith(head)]
+        sub = _outputs_of(ops[head[:-1]], [n[len(head):] for n in inner], [value[head]])
+        result.update(zip(inner, sub, strict=True))
+    return [result[n] for n in names]
 
 
 def random_inputs(graph: ModelGraph, samples: int, seed: int) -> dict[int, np.ndarray]:

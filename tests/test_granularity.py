@@ -223,3 +223,26 @@ def test_cli_plan_and_extract_take_granularity(tmp_path):
     assert json.loads((out / schema.MANIFEST).read_text())["aggregate"] == "max_abs"
     res = runner.invoke(cli, ["plan", str(path), "--granularity", "bogus"])
     assert res.exit_code == 2
+
+
+def test_ops_layernorm_and_layerscale_at_channel_level():
+    from keras.src.applications.convnext import LayerScale
+
+    def body(x):
+        a = L.Conv2D(3, 1, name="a")(x)
+        s = a * 0.5 + 1.0
+        n = L.LayerNormalization(name="ln")(s)
+        return LayerScale(0.3, 3, name="ls")(n) + a
+
+    model = functional((2, 2, 2), body)
+    graph = walk(model)
+    p = plan(graph, granularity="channel")
+    ln = model.get_layer("ln").get_weights()[0]
+    edges = channel_table(model, "ln", "sum")
+    assert len(edges) == 9
+    for (i, o), (w, _, kind) in edges.items():
+        assert kind == "layernorm" and w == pytest.approx(ln[o] * ((i == o) - 1 / 3), rel=1e-6)
+    edges = channel_table(model, "ls", "sum")
+    assert {k: v[0] for k, v in edges.items()} == pytest.approx({(c, c): 0.3 for c in range(3)})
+    ops = [s.name for s in graph.layers if s.type.startswith("keras.ops.")]
+    assert len(ops) == 3 and p.edges == 6 + 3 + 3 + 9 + 3 + 6

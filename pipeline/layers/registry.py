@@ -10,8 +10,10 @@ from pipeline.layers.conv import Conv
 from pipeline.layers.dense import Dense
 from pipeline.layers.depthwise import Depthwise, Separable
 from pipeline.layers.global_pooling import GlobalPooling
+from pipeline.layers.layernorm import LayerNorm, LayerScale
 from pipeline.layers.merge import Concatenate, Elementwise
 from pipeline.layers.normalization import BatchNorm, Normalization, Rescaling
+from pipeline.layers.ops import OpsCall
 from pipeline.layers.pooling import Pooling
 from pipeline.layers.reshape import Alias
 from pipeline.layers.spatial import Cropping, Permute, UpSampling, ZeroPadding
@@ -30,6 +32,9 @@ TRANSLATORS.append(Cropping())
 TRANSLATORS.append(UpSampling())
 TRANSLATORS.append(Permute())
 TRANSLATORS.append(ParamActivation())
+TRANSLATORS.append(OpsCall())
+TRANSLATORS.append(LayerNorm())
+TRANSLATORS.append(LayerScale())
 
 _BY_TYPE: dict[str, Translator] = {t: tr for tr in TRANSLATORS for t in tr.types}
 
