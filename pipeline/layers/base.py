@@ -108,6 +108,9 @@ class Arena:
         self.scratch = np.empty(capacity, np.uint64)
 
 
+#: Below this many positions per pair, emit_pairs fills columns (one numpy call per position).
+_FEW_POSITIONS = 8
+
 _ARENA: ContextVar[Arena | None] = ContextVar("cnngraph_arena", default=None)
 
 
@@ -166,12 +169,22 @@ def emit_pairs(
         else:
             src, tgt, w = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.float32)
         shape = (k1 - k0, n_pos)
-        np.add(pair_src[k0:k1, None], src_base[None, :], out=src.reshape(shape))
-        np.add(pair_tgt[k0:k1, None], tgt_base[None, :], out=tgt.reshape(shape))
-        if pos_w is None:
-            w.reshape(shape)[...] = pair_w[k0:k1, None]
+        if n_pos < _FEW_POSITIONS:  # numpy's inner loops would run over n_pos items: go by column
+            s2, t2, w2 = src.reshape(shape), tgt.reshape(shape), w.reshape(shape)
+            for p in range(n_pos):
+                np.add(pair_src[k0:k1], src_base[p], out=s2[:, p])
+                np.add(pair_tgt[k0:k1], tgt_base[p], out=t2[:, p])
+                if pos_w is None:
+                    w2[:, p] = pair_w[k0:k1]
+                else:
+                    np.multiply(pair_w[k0:k1], pos_w[p], out=w2[:, p], casting="unsafe")
         else:
-            np.multiply(pair_w[k0:k1, None], pos_w[None, :], out=w.reshape(shape), casting="unsafe")
+            np.add(pair_src[k0:k1, None], src_base[None, :], out=src.reshape(shape))
+            np.add(pair_tgt[k0:k1, None], tgt_base[None, :], out=tgt.reshape(shape))
+            if pos_w is None:
+                w.reshape(shape)[...] = pair_w[k0:k1, None]
+            else:
+                np.multiply(pair_w[k0:k1, None], pos_w[None, :], out=w.reshape(shape), casting="unsafe")
         yield EdgeChunk(src, tgt, w, kind)
 
 
@@ -183,13 +196,23 @@ def full_pairs(n_in: int, n_out: int, kernel: np.ndarray, groups: int = 1) -> tu
     cin_g, cout_g = n_in // groups, n_out // groups
     a = np.arange(cin_g, dtype=np.int64)
     b = np.arange(cout_g, dtype=np.int64)
-    srcs, tgts, ws = [], [], []
+    srcs, tgts = [], []
     for g in range(groups):
         oc = g * cout_g + b
         srcs.append(np.repeat(g * cin_g + a, cout_g))
         tgts.append(np.tile(oc, cin_g))
-        ws.append(kernel[:, oc].reshape(-1))
-    return np.concatenate(srcs), np.concatenate(tgts), np.concatenate(ws).astype(np.float32)
+    return np.concatenate(srcs), np.concatenate(tgts), pair_weights(kernel, groups)
+
+
+def pair_weights(kernel: np.ndarray, groups: int = 1) -> np.ndarray:
+    """The weights of :func:`full_pairs`, alone (the ids do not change from one kernel offset to the next)."""
+    kernel = np.asarray(kernel)
+    if groups == 1:
+        return np.ascontiguousarray(kernel, dtype=np.float32).reshape(-1)
+    cout_g = kernel.shape[1] // groups
+    return np.concatenate(
+        [kernel[:, g * cout_g : (g + 1) * cout_g].reshape(-1) for g in range(groups)]
+    ).astype(np.float32)
 
 
 def diagonal_pairs(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator, emit_pairs, full_pairs
+from pipeline.layers.base import EdgeChunk, Translator, emit_pairs, full_pairs, pair_weights
 from pipeline.layers.window import Window
 from pipeline.model import LayerSpec
 from pipeline.schema import Kind
@@ -47,11 +47,15 @@ class Conv(Translator):
         cin, cout = src_t.shape[-1], out_t.shape[-1]
         window = conv_window(spec)
         kernel = np.asarray(spec.weights["kernel"])
+        groups = spec.config.get("groups", 1)
+        pair_src = pair_tgt = None  # the same for every kernel offset: computed once
         for offset in window.offsets:
             src_pos, tgt_pos = window.positions(offset, lo, hi)
             if len(src_pos) == 0:
                 continue
-            pairs = full_pairs(cin, cout, kernel[offset], spec.config.get("groups", 1))
+            if pair_src is None:
+                pair_src, pair_tgt, _ = full_pairs(cin, cout, kernel[offset], groups)
             yield from emit_pairs(
-                src_t.offset + src_pos * cin, out_t.offset + tgt_pos * cout, *pairs, Kind.CONV, max_edges
+                src_t.offset + src_pos * cin, out_t.offset + tgt_pos * cout,
+                pair_src, pair_tgt, pair_weights(kernel[offset], groups), Kind.CONV, max_edges,
             )

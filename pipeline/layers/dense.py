@@ -26,9 +26,17 @@ class Dense(Translator):
         n_in, n_out = src_t.shape[-1], out_t.shape[-1]
         positions = np.arange(math.prod(src_t.shape[:-1]), dtype=np.int64)
         kernel = np.asarray(spec.weights["kernel"], dtype=np.float32)
-        pair_src = np.repeat(np.arange(lo, hi, dtype=np.int64), n_out)
-        pair_tgt = np.tile(np.arange(n_out, dtype=np.int64), hi - lo)
-        yield from emit_pairs(
-            src_t.offset + positions * n_in, out_t.offset + positions * n_out,
-            pair_src, pair_tgt, kernel[lo:hi].reshape(-1), Kind.DENSE, max_edges,
-        )
+        src_base, tgt_base = src_t.offset + positions * n_in, out_t.offset + positions * n_out
+        # Pair arrays for a block of input units at a time: a whole task's would be 16 bytes per edge.
+        block = max(1, max_edges // max(1, n_out * len(positions)))
+        block = min(block, hi - lo)
+        rows = np.repeat(np.arange(block, dtype=np.int64), n_out)  # shifted by r0 for each block
+        pair_tgt = np.tile(np.arange(n_out, dtype=np.int64), block)
+        pair_src = np.empty_like(rows)
+        for r0 in range(lo, hi, block):
+            m = (min(r0 + block, hi) - r0) * n_out
+            np.add(rows[:m], r0, out=pair_src[:m])
+            yield from emit_pairs(
+                src_base, tgt_base, pair_src[:m], pair_tgt[:m], kernel[r0 : r0 + m // n_out].reshape(-1),
+                Kind.DENSE, max_edges,
+            )
