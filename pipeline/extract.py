@@ -11,18 +11,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline import schema
+from pipeline import schema, storage
 from pipeline.errors import OutputError
 from pipeline.layers import registry
 from pipeline.layers.base import EdgeChunk, Task, reused_buffers
@@ -30,12 +28,19 @@ from pipeline.model import LayerSpec, ModelGraph, ModelSpec
 from pipeline.plan import Plan, human_bytes, plan, selection
 from pipeline.progress import NULL, Progress
 
+if TYPE_CHECKING:
+    from pipeline.executors import Executor
+
 #: Upper bound on edges held in memory per chunk (~21 bytes each as numpy arrays).
 CHUNK_EDGES = 4_000_000
 #: Target edges per task (one output file); tasks are whole rows, so files vary around this.
 TASK_EDGES = 32_000_000
 #: Nodes per node-table chunk.
 CHUNK_NODES = 1_000_000
+#: Edges generated and checksummed at a time: small enough that the arrays stay in the CPU's L2
+#: cache (measured 2x faster than 4 M-edge chunks on full VGG16); Parquet row groups gather them.
+CACHE_EDGES = 65_536
+CHECKSUM_BLOCK = CACHE_EDGES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,16 +144,23 @@ def edge_checksum(
     generating the edges.
     """
     n = len(source)
-    h = np.empty(n, np.uint64) if scratch is None or len(scratch) < n else scratch[:n]
+    block = min(n, CHECKSUM_BLOCK)
+    h_all = np.empty(block, np.uint64) if scratch is None or len(scratch) < block else scratch[:block]
+    key = np.uint64(int.from_bytes(kind.encode()[:8].ljust(8, b"\0"), "little"))
+    total = 0
     with np.errstate(over="ignore"):
-        np.multiply(source.view(np.uint64), _M1, out=h)
-        h ^= target.view(np.uint64)
-        h *= _M2
-        np.bitwise_xor(h, weight.view(np.uint32), out=h, casting="unsafe")
-        h ^= np.uint64(int.from_bytes(kind.encode()[:8].ljust(8, b"\0"), "little"))
-        h *= _M3
-        np.multiply(h, h, out=h)  # non-linear, so the sum does not factor into per-column sums
-        return int(h.sum(dtype=np.uint64))
+        for i in range(0, n, block):  # blocks that stay in the CPU cache: ~2x faster than whole chunks
+            j = min(i + block, n)
+            h = h_all[: j - i]
+            np.multiply(source[i:j].view(np.uint64), _M1, out=h)
+            h ^= target[i:j].view(np.uint64)
+            h *= _M2
+            np.bitwise_xor(h, weight[i:j].view(np.uint32), out=h, casting="unsafe")
+            h ^= key
+            h *= _M3
+            np.multiply(h, h, out=h)  # non-linear, so the sum does not factor into per-column sums
+            total += int(h.sum(dtype=np.uint64))
+    return total % (1 << 64)
 
 
 def node_checksum(table: pa.Table) -> int:
@@ -175,14 +187,14 @@ class TaskResult:
     edges: int
     checksum: int
     file: str | None
+    sha256: str | None = None  # of the file's bytes
 
 
-def _write_parquet(path: Path, tables: Iterator[pa.Table], schema_: pa.Schema, row_group: int) -> None:
-    """Write tables to path via a temporary name, renamed only when complete."""
-    import pyarrow.parquet as pq
-
+def _write_parquet(path: Path, tables: Iterator[pa.Table], schema_: pa.Schema, row_group: int) -> str:
+    """Write tables to path (a Path or storage.RemotePath) via a temporary name, renamed only when
+    complete; return the file's sha256."""
     tmp = path.with_name(path.name + ".tmp")
-    writer = pq.ParquetWriter(tmp, schema_, **parquet_options(schema_))
+    writer = storage.parquet_writer(tmp, schema_, **parquet_options(schema_))
     try:
         pending: list[pa.Table] = []
         rows = 0
@@ -196,7 +208,8 @@ def _write_parquet(path: Path, tables: Iterator[pa.Table], schema_: pa.Schema, r
             writer.write_table(pa.concat_tables(pending), row_group_size=max(rows, 1))
     finally:
         writer.close()
-    os.replace(tmp, path)
+    storage.replace(tmp, path)
+    return storage.sha256(path)
 
 
 def parquet_options(schema_: pa.Schema) -> dict[str, Any]:
@@ -221,41 +234,13 @@ def layer_dir(spec: LayerSpec) -> str:
     return f"L{spec.index:03d}-{safe}"
 
 
-_WORKER_GRAPH: ModelGraph | None = None
-
-
-def _init_worker(graph: ModelGraph, weights_dir: str) -> None:
-    """Receive the graph without weights; map the weights from .npy files (shared page cache)."""
-    global _WORKER_GRAPH
-    for spec in graph.layers:
-        spec.weights = {
-            name: np.load(Path(weights_dir) / f"{spec.index}-{name}.npy", mmap_mode="r") for name in spec.weights
-        }
-    _WORKER_GRAPH = graph
-
-
-def _skeleton(graph: ModelGraph, weights_dir: Path) -> ModelGraph:
-    """A copy of graph whose weights are saved to weights_dir and replaced by their names."""
-    import copy
-
-    layers = []
-    for spec in graph.layers:
-        for name, value in spec.weights.items():
-            np.save(weights_dir / f"{spec.index}-{name}.npy", value)
-        light = copy.copy(spec)
-        light.weights = dict.fromkeys(spec.weights)
-        layers.append(light)
-    return ModelGraph(graph.name, layers, graph.total_neurons, graph.spec)
-
-
 def run_task(graph: ModelGraph, task: Task, out: Path | None, max_edges: int = CHUNK_EDGES) -> TaskResult:
     """Generate one task's edges; write them to a Parquet file under out (None: count only).
 
-    Chunks are generated into reused buffers and encoded at once; small chunks are copied and
-    gathered into row groups of about max_edges.
+    ``out`` is a Path or a storage.RemotePath. Edges are generated and checksummed in cache-sized
+    chunks (CACHE_EDGES) in reused buffers; written ones are copied and gathered into row groups
+    of about max_edges. The file's bytes depend only on the task and max_edges.
     """
-    import pyarrow.parquet as pq
-
     spec = graph.layers[task.layer]
     count, checksum = 0, 0
     rel = f"{schema.EDGES_DIR}/{layer_dir(spec)}/part-{task.seq:05d}.parquet"
@@ -270,13 +255,14 @@ def run_task(graph: ModelGraph, task: Task, out: Path | None, max_edges: int = C
             writer.write_table(pa.concat_tables([edge_table(c) for c in pending]), row_group_size=pending_rows)
         pending, pending_rows = [], 0
 
-    with reused_buffers(max_edges) as arena:
+    gen = min(max_edges, CACHE_EDGES)
+    with reused_buffers(gen) as arena:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
-            writer = pq.ParquetWriter(tmp, schema.EDGE_SCHEMA, **parquet_options(schema.EDGE_SCHEMA))
+            writer = storage.parquet_writer(tmp, schema.EDGE_SCHEMA, **parquet_options(schema.EDGE_SCHEMA))
         try:
-            for chunk in task_edges(graph, task, max_edges):
+            for chunk in task_edges(graph, task, gen):
                 count += len(chunk)
                 checksum = _add(checksum, edge_checksum(chunk.source, chunk.target, chunk.weight, chunk.kind, arena.scratch))
                 if writer is None:
@@ -296,13 +282,8 @@ def run_task(graph: ModelGraph, task: Task, out: Path | None, max_edges: int = C
                 writer.close()
     if path is None:
         return TaskResult(task.layer, task.seq, count, checksum, None)
-    os.replace(tmp, path)
-    return TaskResult(task.layer, task.seq, count, checksum, rel)
-
-
-def _run_in_worker(task: Task, out: str | None, max_edges: int) -> TaskResult:
-    assert _WORKER_GRAPH is not None
-    return run_task(_WORKER_GRAPH, task, Path(out) if out else None, max_edges)
+    storage.replace(tmp, path)
+    return TaskResult(task.layer, task.seq, count, checksum, rel, storage.sha256(path))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,6 +312,7 @@ def extract(
     workers: int = 1,
     max_edges: int = CHUNK_EDGES,
     task_size: int = TASK_EDGES,
+    executor: Executor | None = None,
     granularity: str = "neuron",
     aggregate: str = "l1",
 ) -> ExtractResult:
@@ -338,6 +320,9 @@ def extract(
 
     ``granularity`` ``channel`` or ``layer`` writes the coarser graphs of pipeline.granularity
     (channel edge weights: ``aggregate`` of their kernel slices).
+    ``out`` is a folder or an fsspec URL (pipeline.storage). ``executor`` runs the edge tasks
+    (pipeline.executors; default: a LocalExecutor of ``workers`` processes); the output is the same
+    whatever runs them.
     Raises OutputError when out is not an extraction folder or the disk cannot hold the plan.
     """
     if granularity != "neuron":
@@ -346,43 +331,34 @@ def extract(
         return extract_coarse(graph, out, layers, granularity, aggregate, progress)
     the_plan = plan(graph, layers)
     chosen, boundary = selection(graph, layers)
-    out_path = Path(out) if out is not None else None
+    out_path = storage.location(out) if out is not None else None
     if out_path is not None:
         _prepare(out_path, the_plan)
     t0 = time.perf_counter()
     # Nodes: small next to edges, written in-process.
     node_info: dict[str, dict[str, Any]] = {}
     for spec in sorted(chosen + boundary, key=lambda s: s.index):
-        n, chk, files = 0, 0, []
+        n, chk, files, shas = 0, 0, [], []
         for k, table in enumerate(node_tables(spec)):
             n += table.num_rows
             chk = _add(chk, node_checksum(table))
             if out_path is not None:
                 rel = f"{schema.NODES_DIR}/{layer_dir(spec)}/part-{k:05d}.parquet"
                 (out_path / rel).parent.mkdir(parents=True, exist_ok=True)
-                _write_parquet(out_path / rel, iter([table]), schema.NODE_SCHEMA, CHUNK_NODES)
+                shas.append(_write_parquet(out_path / rel, iter([table]), schema.NODE_SCHEMA, CHUNK_NODES))
                 files.append(rel)
-        node_info[spec.name] = {"nodes": n, "node_checksum": f"{chk:016x}", "node_files": files}
+        node_info[spec.name] = {"nodes": n, "node_checksum": f"{chk:016x}", "node_files": files, "node_file_sha256": shas}
     # Edges: independent tasks.
     tasks = [t for spec in chosen for t in layer_tasks(spec, task_size)]
     progress.start(the_plan.edges, "edges", "extract")
     results: list[TaskResult] = []
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            results.append(run_task(graph, task, out_path, max_edges))
-            progress.advance(results[-1].edges)
-    else:
-        import multiprocessing
-        import tempfile
+    if executor is None:
+        from pipeline.executors import LocalExecutor
 
-        ctx = multiprocessing.get_context("spawn")
-        with tempfile.TemporaryDirectory(prefix="cnngraph-weights-") as wdir:
-            light = _skeleton(graph, Path(wdir))
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(light, wdir)) as pool:
-                futures = [pool.submit(_run_in_worker, t, str(out_path) if out_path else None, max_edges) for t in tasks]
-                for fut in futures:
-                    results.append(fut.result())
-                    progress.advance(results[-1].edges)
+        executor = LocalExecutor(workers)
+    for result in executor.run(graph, tasks, out_path, max_edges):
+        results.append(result)
+        progress.advance(result.edges)
     progress.finish()
     seconds = time.perf_counter() - t0
     manifest = _manifest(graph, the_plan, chosen, boundary, node_info, results, layers, seconds)
@@ -404,10 +380,10 @@ def _prepare(out: Path, the_plan: Plan) -> None:
     (out / schema.MANIFEST).unlink(missing_ok=True)  # first: a stale manifest must not claim completeness
     (out / ".partial").write_text("extraction in progress; this folder is incomplete\n")
     for sub in (schema.NODES_DIR, schema.EDGES_DIR):
-        shutil.rmtree(out / sub, ignore_errors=True)
+        storage.rmtree(out / sub)
     need = the_plan.bytes["parquet"]
-    free = shutil.disk_usage(out).free
-    if need > free * 0.95:
+    free = storage.free_bytes(out)
+    if free is not None and need > free * 0.95:
         raise OutputError(
             f"the output needs about {human_bytes(need)} ({the_plan.nodes:,} nodes, {the_plan.edges:,} edges) "
             f"but only {human_bytes(free)} is free at {out}; choose a smaller --input-shape or --layers, "
@@ -417,6 +393,10 @@ def _prepare(out: Path, the_plan: Plan) -> None:
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
+    if isinstance(path, storage.RemotePath):
+        tmp.write_text(json.dumps(data, indent=1, default=_json_default))
+        storage.replace(tmp, path)
+        return
     with open(tmp, "w") as fh:
         json.dump(data, fh, indent=1, default=_json_default)
         fh.flush()
@@ -469,6 +449,8 @@ def _manifest(graph, the_plan, chosen, boundary, node_info, results, layers, sec
                 "edge_checksum": f"{chk:016x}",
                 "node_files": info["node_files"],
                 "edge_files": [r.file for r in rs if r.file],
+                "node_file_sha256": info.get("node_file_sha256", []),
+                "edge_file_sha256": [r.sha256 for r in rs if r.file],
             }
         )
     spec_json = graph.spec.to_json() if graph.spec else {"source": graph.name}

@@ -97,6 +97,8 @@ class ModelGraph:
     layers: list[LayerSpec]
     total_neurons: int
     spec: ModelSpec | None = None
+    #: Folder of .npy files the weights are memory-mapped from (pipeline.graph_store), if any.
+    weights_dir: str | None = None
 
     def layer(self, name: str) -> LayerSpec:
         for spec in self.layers:

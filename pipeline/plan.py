@@ -17,6 +17,25 @@ from pipeline.model import LayerSpec, ModelGraph
 #: GraphML from the streaming writer's typical line lengths.
 BYTES_PER_EDGE = {"parquet": 1.0, "neo4j": 75.0, "networkx": 500.0, "graphml": 95.0}
 BYTES_PER_NODE = {"parquet": 3.0, "neo4j": 120.0, "networkx": 700.0, "graphml": 260.0}
+#: Relationships per second of ``neo4j-admin database import`` from this project's Parquet files,
+#: measured on a 2-core machine (docs/graph-model.md: "IMPORT DONE" of the load benchmark's slice,
+#: ~61k rels/s). Used to state the expected bulk import time; it scales with cores and disks.
+IMPORT_RELS_PER_SECOND = 61_000
+
+
+def import_seconds(edges: int, rate: float = IMPORT_RELS_PER_SECOND) -> float:
+    """Expected neo4j-admin bulk import time of this many relationships at the measured rate."""
+    return edges / rate
+
+
+def human_seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
 
 
 @dataclass

@@ -1,0 +1,179 @@
+"""Executors: who runs the extract stage's independent tasks (layer x block of rows).
+
+Every executor runs the same :func:`pipeline.extract.run_task` on the same tasks, and each task
+writes one file whose name and bytes depend only on the task; so the output (files, checksums)
+is the same whatever runs it and however many workers it has.
+
+- :class:`LocalExecutor`: in this process (1 worker) or a pool of spawned processes that map the
+  weights read-only from ``.npy`` files (one copy in the page cache, shared by all workers).
+- :class:`DaskExecutor`: the tasks of a Dask distributed cluster; each layer's weights are sent to
+  the workers once. Needs ``pip install 'cnngraph[dask]'``; output must be storage every worker
+  can reach (a shared folder, or an fsspec URL such as ``s3://bucket/run``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.errors import UsageError
+from pipeline.layers.base import Task
+from pipeline.model import ModelGraph
+from pipeline.storage import DASK_EXTRA, RemotePath
+
+EXECUTORS = ("local", "dask")
+
+
+class Executor(Protocol):
+    def run(self, graph: ModelGraph, tasks: list[Task], out: Path | RemotePath | None, max_edges: int) -> Iterator[Any]:
+        """Run every task; yield each TaskResult as it completes (any order)."""
+        ...
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class LocalExecutor:
+    """Tasks in this process (workers=1) or in a pool of local worker processes."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = default_workers() if workers is None else max(1, int(workers))
+
+    def run(self, graph: ModelGraph, tasks: list[Task], out: Path | RemotePath | None, max_edges: int) -> Iterator[Any]:
+        from pipeline.extract import run_task
+
+        if self.workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                yield run_task(graph, task, out, max_edges)
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        from pipeline.graph_store import save_graph
+
+        ctx = multiprocessing.get_context("spawn")
+        with tempfile.TemporaryDirectory(prefix="cnngraph-weights-") as tmp:
+            wdir = graph.weights_dir
+            if wdir is None or not Path(wdir).is_dir():  # weights in memory: save them once, map them in workers
+                wdir = tmp
+                save_graph(graph, wdir)
+            light = _without_weights(graph)
+            with ProcessPoolExecutor(
+                min(self.workers, len(tasks)), mp_context=ctx, initializer=_init_worker, initargs=(light, wdir)
+            ) as pool:
+                futures = [pool.submit(_run_in_worker, t, out, max_edges) for t in tasks]
+                try:
+                    for fut in as_completed(futures):
+                        yield fut.result()
+                finally:
+                    for fut in futures:
+                        fut.cancel()
+
+
+def _without_weights(graph: ModelGraph) -> ModelGraph:
+    layers = []
+    for spec in graph.layers:
+        light = copy.copy(spec)
+        light.weights = dict.fromkeys(spec.weights)
+        layers.append(light)
+    return ModelGraph(graph.name, layers, graph.total_neurons, graph.spec)
+
+
+_WORKER_GRAPH: ModelGraph | None = None
+
+
+def _init_worker(graph: ModelGraph, weights_dir: str) -> None:
+    """Receive the graph without weights; map the weights from .npy files (shared page cache)."""
+    global _WORKER_GRAPH
+    from pipeline.graph_store import load_weights
+
+    _WORKER_GRAPH = load_weights(graph, weights_dir)
+
+
+def _run_in_worker(task: Task, out: Path | RemotePath | None, max_edges: int):
+    from pipeline.extract import run_task
+
+    assert _WORKER_GRAPH is not None
+    return run_task(_WORKER_GRAPH, task, out, max_edges)
+
+
+class DaskExecutor:
+    """Tasks on a Dask distributed cluster (a scheduler address, or a ``distributed.Client``)."""
+
+    def __init__(self, scheduler: Any):
+        try:
+            import distributed
+        except ImportError as err:
+            raise UsageError(f"the dask executor needs dask.distributed: {DASK_EXTRA}") from err
+        if scheduler is None:
+            raise UsageError("the dask executor needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
+        self._own = not isinstance(scheduler, distributed.Client)
+        self.scheduler = scheduler
+
+    def _client(self):
+        import distributed
+
+        if not self._own:
+            return self.scheduler
+        try:
+            return distributed.Client(self.scheduler, timeout="30s")
+        except (OSError, TimeoutError) as err:
+            raise UsageError(f"cannot reach the Dask scheduler at {self.scheduler}: {err}") from err
+
+    def run(self, graph: ModelGraph, tasks: list[Task], out: Path | RemotePath | None, max_edges: int) -> Iterator[Any]:
+        import distributed
+
+        if isinstance(out, Path):
+            out = out.resolve()  # workers may run elsewhere: an absolute path on shared storage
+        client = self._client()
+        try:
+            per_layer: dict[int, Any] = {}
+            futures = []
+            for task in tasks:
+                if task.layer not in per_layer:  # each layer's weights travel once, to workers that need them
+                    per_layer[task.layer] = client.scatter(_one_layer(graph, task.layer), hash=False)
+                futures.append(client.submit(_run_dask_task, per_layer[task.layer], task, out, max_edges, pure=False))
+            try:
+                for fut in distributed.as_completed(futures):
+                    yield fut.result()
+                    fut.release()
+            finally:
+                client.cancel(futures)
+        finally:
+            if self._own:
+                client.close()
+
+
+def _one_layer(graph: ModelGraph, index: int) -> ModelGraph:
+    """The graph with only layer index's weights, as plain arrays (memory maps do not travel)."""
+    import numpy as np
+
+    light = _without_weights(graph)
+    spec = copy.copy(graph.layers[index])
+    spec.weights = {k: np.ascontiguousarray(v) for k, v in spec.weights.items()}
+    light.layers[index] = spec
+    return light
+
+
+def _run_dask_task(graph: ModelGraph, task: Task, out: Path | RemotePath | None, max_edges: int):
+    from pipeline.extract import run_task
+
+    return run_task(graph, task, out, max_edges)
+
+
+def make_executor(name: str = "local", workers: int | None = None, scheduler: Any = None) -> Executor:
+    """An executor by name: ``local`` (workers processes; default: the cores) or ``dask``."""
+    if name == "local":
+        return LocalExecutor(workers)
+    if name == "dask":
+        return DaskExecutor(scheduler)
+    raise UsageError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")

@@ -1,0 +1,176 @@
+"""Where extraction output goes: a local folder (:class:`pathlib.Path`) or any fsspec URL.
+
+Local paths and ``file://`` URLs become plain :class:`~pathlib.Path` objects, so the local case is
+the standard library's. Other URLs (``s3://bucket/run``, ``gcs://...``, ``memory://...``) become a
+:class:`RemotePath`: the few path operations the extract stage uses, over an fsspec filesystem.
+fsspec (and the filesystem's own package, e.g. s3fs) is needed only for those:
+``pip install 'cnngraph[dask]'`` and the filesystem's package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UsageError
+
+DASK_EXTRA = "pip install 'cnngraph[dask]'"
+
+
+def location(out: str | os.PathLike) -> Path | RemotePath:
+    """A Path for local folders and file:// URLs; a RemotePath for other fsspec URLs."""
+    if isinstance(out, (Path, RemotePath)):
+        return out
+    text = os.fspath(out)
+    if "://" not in text:
+        return Path(text)
+    if text.startswith("file://"):
+        return Path(text[len("file://") :])
+    return RemotePath(text)
+
+
+def _fsspec():
+    try:
+        import fsspec
+    except ImportError as err:
+        raise UsageError(f"writing to a URL needs fsspec: {DASK_EXTRA}") from err
+    return fsspec
+
+
+class RemotePath:
+    """A path on an fsspec filesystem, with the subset of pathlib's API the extract stage uses.
+
+    Picklable (it keeps only the URL), so tasks can carry it to Dask workers.
+    """
+
+    def __init__(self, url: str):
+        self.url = url.rstrip("/")
+        self._fs = None
+        self._path = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"])
+
+    def _resolve(self) -> tuple[Any, str]:
+        if self._fs is None:
+            try:
+                self._fs, self._path = _fsspec().core.url_to_fs(self.url)
+            except ImportError as err:  # the filesystem's own package is missing (s3fs, gcsfs, ...)
+                raise UsageError(f"cannot write to {self.url}: {err}") from err
+        return self._fs, self._path
+
+    @property
+    def fs(self):
+        return self._resolve()[0]
+
+    @property
+    def path(self) -> str:
+        return self._resolve()[1]
+
+    def __truediv__(self, rel: str) -> RemotePath:
+        return RemotePath(f"{self.url}/{rel}")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"RemotePath({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemotePath) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.url)
+
+    @property
+    def parent(self) -> RemotePath:
+        return RemotePath(posixpath.dirname(self.url))
+
+    def with_name(self, name: str) -> RemotePath:
+        return self.parent / name
+
+    def exists(self) -> bool:
+        return self.fs.exists(self.path)
+
+    def is_dir(self) -> bool:
+        return self.fs.isdir(self.path)
+
+    def iterdir(self):
+        if not self.exists():
+            return iter(())
+        return iter(self / posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.path, detail=False))
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        self.fs.makedirs(self.path, exist_ok=True)
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        if self.exists():
+            self.fs.rm(self.path)
+        elif not missing_ok:
+            raise FileNotFoundError(self.url)
+
+    def write_text(self, text: str) -> None:
+        with self.fs.open(self.path, "w") as fh:
+            fh.write(text)
+
+    def read_text(self) -> str:
+        with self.fs.open(self.path, "r") as fh:
+            return fh.read()
+
+    def open(self, mode: str = "rb"):
+        return self.fs.open(self.path, mode)
+
+    def stat_size(self) -> int:
+        return int(self.fs.size(self.path))
+
+
+def replace(src: Path | RemotePath, dst: Path | RemotePath) -> None:
+    """Rename src to dst (atomic on local disks; a copy and delete on object stores)."""
+    if isinstance(src, RemotePath):
+        src.fs.mv(src.path, dst.path)
+    else:
+        os.replace(src, dst)
+
+
+def rmtree(loc: Path | RemotePath) -> None:
+    if isinstance(loc, RemotePath):
+        if loc.exists():
+            loc.fs.rm(loc.path, recursive=True)
+    else:
+        shutil.rmtree(loc, ignore_errors=True)
+
+
+def free_bytes(loc: Path | RemotePath) -> int | None:
+    """Free space at a local folder; None for remote storage (unknown)."""
+    return None if isinstance(loc, RemotePath) else shutil.disk_usage(loc).free
+
+
+def parquet_writer(where: Path | RemotePath, schema, **options):
+    """A pyarrow ParquetWriter on a local path or, through fsspec, on any filesystem."""
+    import pyarrow.parquet as pq
+
+    if isinstance(where, RemotePath):
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        return pq.ParquetWriter(where.path, schema, filesystem=PyFileSystem(FSSpecHandler(where.fs)), **options)
+    return pq.ParquetWriter(where, schema, **options)
+
+
+def sha256(loc: Path | RemotePath, block: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (~2 GB/s with the CPU's SHA extensions)."""
+    h = hashlib.sha256()
+    with loc.open("rb") as fh:
+        while chunk := fh.read(block):
+            h.update(chunk)
+    return h.hexdigest()
