@@ -17,6 +17,7 @@ import copy
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,10 +62,10 @@ class LocalExecutor:
         from pipeline.graph_store import save_graph
 
         ctx = multiprocessing.get_context("spawn")
-        with tempfile.TemporaryDirectory(prefix="cnngraph-weights-") as tmp:
+        with ExitStack() as stack:
             wdir = graph.weights_dir
             if wdir is None or not Path(wdir).is_dir():  # weights in memory: save them once, map them in workers
-                wdir = tmp
+                wdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cnngraph-weights-"))
                 save_graph(graph, wdir)
             light = _without_weights(graph)
             with ProcessPoolExecutor(
