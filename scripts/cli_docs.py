@@ -25,7 +25,9 @@ def render() -> str:
     ]
 
     def walk(cmd: click.Command, path: list[str]) -> None:
-        ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=88, max_content_width=88)
+        ctx = click.Context(
+            cmd, info_name=" ".join(path), terminal_width=88, max_content_width=88, help_option_names=["-h", "--help"]
+        )
         lines.extend([f"## `{' '.join(path)}`", "", "```", cmd.get_help(ctx), "```", ""])
         if isinstance(cmd, click.Group):
             for name in sorted(cmd.commands):
