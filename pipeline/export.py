@@ -45,6 +45,7 @@ import pyarrow as pa
 
 from pipeline import schema
 from pipeline.errors import OutputError, UsageError
+from pipeline.extract import node_table
 from pipeline.plan import BYTES_PER_EDGE, BYTES_PER_NODE, human_bytes
 from pipeline.progress import NULL, Progress
 
@@ -213,32 +214,6 @@ class Source:
         return cached
 
 
-def _node_table(ids: np.ndarray, layer: LayerInfo, bias: np.ndarray | None, activation: str) -> pa.Table:
-    flat = ids - layer.offset
-    pos = np.unravel_index(flat, layer.shape)
-    missing = len(schema.POSITION) - len(layer.shape)
-    cols = {
-        p: (np.full(len(ids), -1, np.int32) if i < missing else pos[i - missing].astype(np.int32))
-        for i, p in enumerate(schema.POSITION)
-    }
-    b = np.zeros(len(ids), np.float32) if bias is None else np.asarray(bias, np.float32)[pos[-1]]
-    return pa.table(
-        {
-            schema.ID: ids,
-            schema.LAYER: _const(layer.name, len(ids)),
-            schema.LAYER_TYPE: _const(layer.type, len(ids)),
-            **cols,
-            schema.BIAS: b,
-            schema.ACTIVATION: _const(activation, len(ids)),
-        },
-        schema=schema.NODE_SCHEMA,
-    )
-
-
-def _const(value: str, n: int) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
-
-
 def _concat_nodes(tables: list[pa.Table]) -> pa.Table:
     if not tables:
         return schema.NODE_SCHEMA.empty_table()
@@ -308,9 +283,7 @@ class ModelSource(Source):
         owner = self.owner(ids)
         for k in np.unique(owner):
             la = self.owners[k]
-            spec = self.graph.layers[la.index]
-            tr = self._registry.get(spec.type, spec.name)
-            tables.append(_node_table(ids[owner == k], la, tr.bias(spec), tr.activation(spec)))
+            tables.append(node_table(self.graph.layers[la.index], ids[owner == k] - la.offset))
         return _concat_nodes(tables)
 
 

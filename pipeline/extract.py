@@ -76,33 +76,34 @@ def node_tables(spec: LayerSpec, max_nodes: int = CHUNK_NODES) -> Iterator[pa.Ta
     """The node table of the neurons a layer owns, in chunks."""
     if not spec.makes_neurons:
         return
+    for start in range(0, spec.output.size, max_nodes):
+        yield node_table(spec, np.arange(start, min(start + max_nodes, spec.output.size), dtype=np.int64))
+
+
+def node_table(spec: LayerSpec, flat: np.ndarray) -> pa.Table:
+    """Node rows of the neurons at row-major positions ``flat`` of the layer's output tensor."""
     tr = registry.get(spec.type, spec.name)
-    shape, n = spec.output.shape, spec.output.size
-    bias = tr.bias(spec)
-    act = tr.activation(spec)
+    shape = spec.output.shape
     if len(shape) > len(schema.POSITION):
         raise OutputError(f"layer {spec.name} has rank {len(shape)}; at most {len(schema.POSITION)} axes are supported")
-    for start in range(0, n, max_nodes):
-        flat = np.arange(start, min(start + max_nodes, n), dtype=np.int64)
-        pos = np.unravel_index(flat, shape)
-        cols: dict[str, Any] = {schema.ID: flat + spec.output.offset}
-        missing = len(schema.POSITION) - len(shape)
-        for i, name in enumerate(schema.POSITION):
-            cols[name] = (
-                np.full(len(flat), -1, np.int32) if i < missing else pos[i - missing].astype(np.int32)
-            )
-        b = np.zeros(len(flat), np.float32) if bias is None else bias[pos[-1]].astype(np.float32)
-        yield pa.table(
-            {
-                schema.ID: cols[schema.ID],
-                schema.LAYER: _constant(spec.name, len(flat)),
-                schema.LAYER_TYPE: _constant(spec.type, len(flat)),
-                **{p: cols[p] for p in schema.POSITION},
-                schema.BIAS: b,
-                schema.ACTIVATION: _constant(act, len(flat)),
+    pos = np.unravel_index(flat, shape)
+    missing = len(schema.POSITION) - len(shape)
+    bias = tr.bias(spec)
+    n = len(flat)
+    return pa.table(
+        {
+            schema.ID: flat + spec.output.offset,
+            schema.LAYER: _constant(spec.name, n),
+            schema.LAYER_TYPE: _constant(spec.type, n),
+            **{
+                p: np.full(n, -1, np.int32) if i < missing else pos[i - missing].astype(np.int32)
+                for i, p in enumerate(schema.POSITION)
             },
-            schema=schema.NODE_SCHEMA,
-        )
+            schema.BIAS: np.zeros(n, np.float32) if bias is None else np.asarray(bias, np.float32)[pos[-1]],
+            schema.ACTIVATION: _constant(tr.activation(spec), n),
+        },
+        schema=schema.NODE_SCHEMA,
+    )
 
 
 def _constant(value: str, n: int) -> pa.DictionaryArray:
