@@ -247,12 +247,11 @@ class ModelSource(Source):
 
     def _row_ranges(self, spec, tr, targets, sources) -> list[tuple[int, int]]:
         from pipeline.layers.activation import Activation
-        from pipeline.layers.conv import Conv, conv_window
+        from pipeline.layers.conv import Windowed
         from pipeline.layers.dense import Dense
-        from pipeline.layers.pooling import Pooling
 
         rows = tr.rows(spec)
-        output_rows = isinstance(tr, (Conv, Pooling, Activation))  # rows are output rows
+        output_rows = isinstance(tr, (Windowed, Activation))  # rows are output rows
         if targets is not None and output_rows:
             per_row = math.prod(spec.output.shape[1:])
             return _runs(np.unique((targets - spec.output.offset) // per_row))
@@ -264,8 +263,8 @@ class ModelSource(Source):
             in_rows = np.unique(flat // math.prod(src_t.shape[1:]))
             if isinstance(tr, Activation):
                 return _runs(in_rows)
-            if isinstance(tr, (Conv, Pooling)):
-                window = conv_window(spec) if isinstance(tr, Conv) else conv_window(spec, "pool_size", "_none")
+            if isinstance(tr, Windowed):
+                window = tr.window(spec)
                 out = [o[np.isin(i, in_rows)] for k in range(window.kernel[0])
                        for o, i in [window.axis_valid(0, k)]]
                 return _runs(np.unique(np.concatenate(out)))

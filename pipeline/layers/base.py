@@ -188,24 +188,23 @@ def emit_pairs(
         yield EdgeChunk(src, tgt, w, kind)
 
 
-def full_pairs(n_in: int, n_out: int, kernel: np.ndarray, groups: int = 1) -> tuple[np.ndarray, ...]:
-    """All (input channel, output channel, weight) pairs of a dense channel mixing, row-major.
+def full_pair_ids(n_in: int, n_out: int, groups: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(input channel, output channel) of every pair of a dense channel mixing, row-major.
 
-    ``kernel`` has shape (n_in // groups, n_out); group g maps its input slice to its output slice.
+    Group g maps its input slice to its output slice; :func:`pair_weights` gives the weights.
     """
     cin_g, cout_g = n_in // groups, n_out // groups
     a = np.arange(cin_g, dtype=np.int64)
     b = np.arange(cout_g, dtype=np.int64)
     srcs, tgts = [], []
     for g in range(groups):
-        oc = g * cout_g + b
         srcs.append(np.repeat(g * cin_g + a, cout_g))
-        tgts.append(np.tile(oc, cin_g))
-    return np.concatenate(srcs), np.concatenate(tgts), pair_weights(kernel, groups)
+        tgts.append(np.tile(g * cout_g + b, cin_g))
+    return np.concatenate(srcs), np.concatenate(tgts)
 
 
 def pair_weights(kernel: np.ndarray, groups: int = 1) -> np.ndarray:
-    """The weights of :func:`full_pairs`, alone (the ids do not change from one kernel offset to the next)."""
+    """The weights of :func:`full_pair_ids`' pairs, for a kernel of shape (n_in // groups, n_out)."""
     kernel = np.asarray(kernel)
     if groups == 1:
         return np.ascontiguousarray(kernel, dtype=np.float32).reshape(-1)

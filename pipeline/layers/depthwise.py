@@ -11,50 +11,27 @@ which is exactly the map the layer computes before its bias and activation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator, emit_pairs, full_pairs
-from pipeline.layers.conv import conv_window
+from pipeline.layers.base import full_pair_ids, pair_weights
+from pipeline.layers.conv import Windowed
 from pipeline.model import LayerSpec
 from pipeline.schema import Kind
 
 
-class _Windowed(Translator):
-    def check(self, spec: LayerSpec) -> None:
-        super().check(spec)
-        try:
-            conv_window(spec)
-        except ValueError as err:
-            self.unsupported(spec, str(err))
-
-    def rows(self, spec: LayerSpec) -> int:
-        return spec.output.shape[0]
-
-
-class Depthwise(_Windowed):
+class Depthwise(Windowed):
     types = ("DepthwiseConv1D", "DepthwiseConv2D")
+    kind = Kind.DEPTHWISE
 
-    def count_edges(self, spec: LayerSpec) -> int:
-        return conv_window(spec).count() * spec.output.shape[-1]
+    def pair_ids(self, spec: LayerSpec) -> tuple[np.ndarray, np.ndarray]:
+        cin, cout = spec.inputs[0].shape[-1], spec.output.shape[-1]
+        return np.repeat(np.arange(cin, dtype=np.int64), cout // cin), np.arange(cout, dtype=np.int64)
 
-    def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
-        src_t, out_t = spec.inputs[0], spec.output
-        cin, cout = src_t.shape[-1], out_t.shape[-1]
-        mult = cout // cin
-        window = conv_window(spec)
-        kernel = np.asarray(spec.weights["kernel"], dtype=np.float32)
-        pair_src = np.repeat(np.arange(cin, dtype=np.int64), mult)
-        pair_tgt = np.arange(cout, dtype=np.int64)
-        for offset in window.offsets:
-            src_pos, tgt_pos = window.positions(offset, lo, hi)
-            if len(src_pos) == 0:
-                continue
-            yield from emit_pairs(
-                src_t.offset + src_pos * cin, out_t.offset + tgt_pos * cout,
-                pair_src, pair_tgt, kernel[offset].reshape(-1), Kind.DEPTHWISE, max_edges,
-            )
+    def kernel(self, spec: LayerSpec) -> np.ndarray:
+        return np.asarray(spec.weights["kernel"], dtype=np.float32)
+
+    def offset_weights(self, spec: LayerSpec, kernel: np.ndarray | None, offset: tuple[int, ...]) -> np.ndarray:
+        return kernel[offset].reshape(-1)
 
 
 def fused_kernel(depthwise: np.ndarray, pointwise: np.ndarray) -> np.ndarray:
@@ -64,22 +41,15 @@ def fused_kernel(depthwise: np.ndarray, pointwise: np.ndarray) -> np.ndarray:
     return np.einsum("...cm,cmo->...co", np.asarray(depthwise, np.float64), pw)
 
 
-class Separable(_Windowed):
+class Separable(Windowed):
     types = ("SeparableConv1D", "SeparableConv2D")
+    kind = Kind.SEPARABLE
 
-    def count_edges(self, spec: LayerSpec) -> int:
-        return conv_window(spec).count() * spec.inputs[0].shape[-1] * spec.output.shape[-1]
+    def pair_ids(self, spec: LayerSpec) -> tuple[np.ndarray, np.ndarray]:
+        return full_pair_ids(spec.inputs[0].shape[-1], spec.output.shape[-1])
 
-    def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
-        src_t, out_t = spec.inputs[0], spec.output
-        cin, cout = src_t.shape[-1], out_t.shape[-1]
-        window = conv_window(spec)
-        kernel = fused_kernel(spec.weights["depthwise_kernel"], spec.weights["pointwise_kernel"])
-        for offset in window.offsets:
-            src_pos, tgt_pos = window.positions(offset, lo, hi)
-            if len(src_pos) == 0:
-                continue
-            yield from emit_pairs(
-                src_t.offset + src_pos * cin, out_t.offset + tgt_pos * cout,
-                *full_pairs(cin, cout, kernel[offset]), Kind.SEPARABLE, max_edges,
-            )
+    def kernel(self, spec: LayerSpec) -> np.ndarray:
+        return fused_kernel(spec.weights["depthwise_kernel"], spec.weights["pointwise_kernel"])
+
+    def offset_weights(self, spec: LayerSpec, kernel: np.ndarray | None, offset: tuple[int, ...]) -> np.ndarray:
+        return pair_weights(kernel[offset])

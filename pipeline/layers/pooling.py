@@ -6,51 +6,36 @@ edges have weight 1 / (number of in-bounds members), as TensorFlow excludes padd
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator, diagonal_pairs, emit_pairs
-from pipeline.layers.conv import conv_window
+from pipeline.layers.conv import Windowed
+from pipeline.layers.window import Window
 from pipeline.model import LayerSpec
 from pipeline.schema import Kind
 
 
-class Pooling(Translator):
+class Pooling(Windowed):
     types = (
         "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
         "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
     )
-
-    def check(self, spec: LayerSpec) -> None:
-        super().check(spec)
-        try:
-            conv_window(spec, "pool_size", "_none")
-        except ValueError as err:
-            self.unsupported(spec, str(err))
+    kernel_key, dilation_key = "pool_size", "_none"
 
     def activation(self, spec: LayerSpec) -> str:
         return "linear"
 
-    def rows(self, spec: LayerSpec) -> int:
-        return spec.output.shape[0]
+    def kind_of(self, spec: LayerSpec) -> str:
+        return Kind.MAX_POOL if spec.type.startswith("Max") else Kind.AVG_POOL
 
-    def count_edges(self, spec: LayerSpec) -> int:
-        return conv_window(spec, "pool_size", "_none").count() * spec.output.shape[-1]
+    def pair_ids(self, spec: LayerSpec) -> tuple[np.ndarray, np.ndarray]:
+        c = np.arange(spec.output.shape[-1], dtype=np.int64)
+        return c, c
 
-    def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
-        src_t, out_t = spec.inputs[0], spec.output
-        channels = out_t.shape[-1]
-        window = conv_window(spec, "pool_size", "_none")
-        is_max = spec.type.startswith("Max")
-        kind = Kind.MAX_POOL if is_max else Kind.AVG_POOL
-        first = lo * math.prod(window.out_shape[1:])
-        inv = None if is_max else 1.0 / window.members(lo, hi)
-        for offset in window.offsets:
-            src_pos, tgt_pos = window.positions(offset, lo, hi)
-            if len(src_pos) == 0:
-                continue
-            yield from emit_pairs(
-                src_t.offset + src_pos * channels, out_t.offset + tgt_pos * channels,
-                *diagonal_pairs(channels), kind, max_edges,
-                None if inv is None else inv[tgt_pos - first],
-            )
+    def kernel(self, spec: LayerSpec) -> None:
+        return None
+
+    def offset_weights(self, spec: LayerSpec, kernel: None, offset: tuple[int, ...]) -> np.ndarray:
+        return np.ones(spec.output.shape[-1], np.float32)
+
+    def position_weights(self, spec: LayerSpec, window: Window, lo: int, hi: int) -> np.ndarray | None:
+        return None if spec.type.startswith("Max") else 1.0 / window.members(lo, hi)
