@@ -67,15 +67,29 @@ def _progress(silent: bool = False) -> TqdmProgress:
     return TqdmProgress(disable=silent)
 
 
-def build_graph(model: str, input_shape: str | None, no_top: bool, weights: str | None, seed: int, progress):
-    """Build (or read) a model and walk it, telling the user when its weights are random."""
-    from pipeline.model import ModelSpec, build, parse_input_shape
+def model_spec(model: str, input_shape: str | None, no_top: bool, weights: str | None, seed: int):
+    """The ModelSpec of the model options."""
+    from pipeline.model import ModelSpec, parse_input_shape
 
-    spec = ModelSpec(model, parse_input_shape(input_shape), not no_top, weights, seed)
-    keras_model, graph = build(spec)
-    if weights is None and not Path(model).exists():
-        progress.message(f"note: {model} uses seeded random weights (seed {seed}); pass --weights for trained ones")
-    return keras_model, graph
+    return ModelSpec(model, parse_input_shape(input_shape), not no_top, weights, seed)
+
+
+def note_weights(spec, progress) -> None:
+    """Tell the user when an application's weights are seeded random ones."""
+    if spec.weights is None and not Path(spec.source).exists():
+        progress.message(
+            f"note: {spec.source} uses seeded random weights (seed {spec.seed}); pass --weights for trained ones"
+        )
+
+
+def build_graph(model: str, input_shape: str | None, no_top: bool, weights: str | None, seed: int, progress):
+    """Build (or read) a model and walk it."""
+    from pipeline.model import build
+
+    spec = model_spec(model, input_shape, no_top, weights, seed)
+    built = build(spec)
+    note_weights(spec, progress)
+    return built
 
 
 @cli.command()
@@ -130,7 +144,6 @@ def extract(model, input_shape, no_top, weights, seed, out, layers, workers, fmt
     from pipeline.executors import make_executor
     from pipeline.extract import extract as run_extract
     from pipeline.graph_store import isolated_graph
-    from pipeline.model import ModelSpec, parse_input_shape
     from pipeline.plan import human_bytes
     from pipeline.plan import plan as make_plan
 
@@ -140,10 +153,9 @@ def extract(model, input_shape, no_top, weights, seed, out, layers, workers, fmt
         out = None
     progress = _progress(silent)
     runner = make_executor(executor, workers, scheduler)
-    spec = ModelSpec(model, parse_input_shape(input_shape), not no_top, weights, seed)
+    spec = model_spec(model, input_shape, no_top, weights, seed)
     with isolated_graph(spec) as graph:
-        if weights is None and not Path(model).exists():
-            progress.message(f"note: {model} uses seeded random weights (seed {seed}); pass --weights for trained ones")
+        note_weights(spec, progress)
         p = make_plan(graph, layers, granularity)
         where = f"into {out}" if out else "(null sink: count and checksum only)"
         progress.message(
@@ -158,11 +170,7 @@ def extract(model, input_shape, no_top, weights, seed, out, layers, workers, fmt
 
 
 @cli.command()
-@click.argument("model")
-@click.option("--input-shape", default=None, metavar="H,W,C", help="Input shape of a keras.applications model.")
-@click.option("--no-top", is_flag=True, help="Drop the classifier head (include_top=False).")
-@click.option("--weights", default=None, help="'imagenet' or a weights file; default: seeded random weights.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@model_options
 @click.option("--samples", type=int, default=2, show_default=True, help="Random inputs to replay.")
 @click.option("--tolerance", type=float, default=None, help="Largest accepted relative error.")
 @click.option("-s", "--silent", is_flag=True, help="No progress bar.")
@@ -172,6 +180,7 @@ def verify(model, input_shape, no_top, weights, seed, samples, tolerance, silent
     MODEL is a model (the engine's edges are replayed) or a folder written by `cnngraph extract`
     (its Parquet files are replayed). Exit status 1 when an error exceeds the tolerance.
     """
+    from pipeline.errors import UsageError
     from pipeline.extract import read_manifest, spec_from_manifest
     from pipeline.model import build
     from pipeline.replay import TOLERANCE
@@ -181,10 +190,10 @@ def verify(model, input_shape, no_top, weights, seed, samples, tolerance, silent
     folder = None
     if Path(model).is_dir():
         folder = model
-        spec = spec_from_manifest(read_manifest(model))
-        if read_manifest(model)["options"].get("layers"):
-            raise CnnGraphError("verify needs a whole-model extraction; this folder holds a --layers slice")
-        keras_model, graph = build(spec)
+        manifest = read_manifest(model)
+        if manifest["options"].get("layers"):
+            raise UsageError("verify needs a whole-model extraction; this folder holds a --layers slice")
+        keras_model, graph = build(spec_from_manifest(manifest))
     else:
         keras_model, graph = build_graph(model, input_shape, no_top, weights, seed, progress)
     res = run_verify(
@@ -214,13 +223,11 @@ def verify(model, input_shape, no_top, weights, seed, samples, tolerance, silent
 @click.option("-s", "--silent", is_flag=True, help="No progress bar.")
 def run_command(model, input_shape, no_top, weights, seed, out, layers, workers, mode, model_name, replace, check, samples, silent):
     """Extract MODEL, verify it against Keras, load it into Neo4j and check the counts."""
-    from pipeline.model import ModelSpec, parse_input_shape
     from pipeline.run import run
 
     progress = _progress(silent)
-    spec = ModelSpec(model, parse_input_shape(input_shape), not no_top, weights, seed)
-    if weights is None and not Path(model).exists():
-        progress.message(f"note: {model} uses seeded random weights (seed {seed}); pass --weights for trained ones")
+    spec = model_spec(model, input_shape, no_top, weights, seed)
+    note_weights(spec, progress)
     out = out or str(Path("out") / Path(model).stem)
     res = run(spec, out, layers, mode, model_name, replace, check, samples, workers, progress)
     ex, ld = res.extract, res.load
