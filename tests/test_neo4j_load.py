@@ -152,12 +152,14 @@ def duplicate_relationships(driver, model: str) -> int:
 # Bulk (first: it replaces the database) -----------------------------------------------------
 
 
-def test_bulk_round_trip_and_refusal(neo4j_conn, tiny_dir):
+@pytest.mark.parametrize("input_type", ["parquet", "csv"])  # csv (the default) last
+def test_bulk_round_trip_and_refusal(neo4j_conn, tiny_dir, input_type):
     if not MANAGED:
         with pytest.raises(errors.UsageError, match="managed server"):
             loader.load(tiny_dir, "bulk", "bulkm", replace=True, conn=neo4j_conn)
         return
-    result = loader.load(tiny_dir, "bulk", "bulkm", replace=True, conn=neo4j_conn)
+    result = loader.load(tiny_dir, "bulk", "bulkm", replace=True, conn=neo4j_conn,
+                         input_type=input_type)
     assert (result.mode, result.relationships) == ("bulk", 960)
     assert result.timings["import"] > 0
     from pipeline.neo4j.server import driver
@@ -203,6 +205,37 @@ def test_online_round_trip_coexist_and_drop(neo4j_conn, neo4j_driver, tiny_dir, 
     assert loader.drop(neo4j_conn, "onlA") == {"relationships": 0, "nodes": 0}
     loader.drop(neo4j_conn, "onlB")
     loader.drop(neo4j_conn, "onlC")
+
+
+@pytest.mark.parametrize("form", ["key", "id", "distinct"])
+def test_edge_query_forms(neo4j_conn, neo4j_driver, tiny_dir, monkeypatch, form):
+    monkeypatch.setattr(loader, "EDGE_QUERY", form)
+    loader.load(tiny_dir, "online", "forms", replace=True, conn=neo4j_conn, batch_size=50)
+    assert_round_trip(neo4j_driver, tiny_dir, "forms")
+    assert duplicate_relationships(neo4j_driver, "forms") == 0
+    loader.drop(neo4j_conn, "forms")
+
+
+def test_missing_endpoint_is_not_committed(neo4j_conn, neo4j_driver, tiny_dir):
+    """A batch whose endpoint vanished raises and commits nothing (no partial batch)."""
+    import pyarrow.parquet as pq
+
+    loader.load(tiny_dir, "online", "gone", replace=True, conn=neo4j_conn)
+    manifest = loader.read_manifest(tiny_dir)
+    edges = pq.read_table(tiny_dir / loader._files(tiny_dir, manifest, "edge_files")[0][1])
+    with neo4j_driver.session() as session:
+        nids = loader.NeuronIds.fetch(session, manifest, "gone")
+        victim = int(edges.column(schema.SOURCE)[0].as_py())
+        neo4j_driver.execute_query("MATCH (n:Neuron {model: 'gone', id: $id}) DETACH DELETE n",
+                                   id=victim)
+        neo4j_driver.execute_query("CREATE (:LoadState {model: 'gone', done: []})")
+        before = graph.layer_counts(neo4j_driver, "gone")
+        for form in ("id", "distinct"):
+            query, params = loader.edge_batch(edges, "gone", nids, form)
+            with pytest.raises(errors.Neo4jError, match="endpoint is missing"):
+                loader._write_unit(session, "gone", 999, query, params)
+        assert graph.layer_counts(neo4j_driver, "gone") == before
+    loader.drop(neo4j_conn, "gone")
 
 
 def test_load_twice_is_idempotent(neo4j_conn, neo4j_driver, tiny_dir, other_dir):

@@ -246,21 +246,33 @@ def drop_model(driver: neo4j.Driver, name: str, progress: Progress = NULL) -> di
     """
     validate_name(name)
     deleted = {"relationships": 0, "nodes": 0}
-    steps = (
+    # Incoming relationships layer by layer, a few neurons per transaction (as many as make
+    # about DROP_BATCH relationships): matching the relationships themselves makes the planner
+    # materialize them all first (Eager), which ran out of transaction memory on 17 M.
+    records, _, _ = driver.execute_query(
+        "MATCH (l:Layer {model: $name}) WHERE l.edges > 0 "
+        "RETURN l.name AS layer, l.nodes AS nodes, l.edges AS edges", name=name)
+    steps = [
+        ("relationships", "MATCH (n:Neuron {model: $name, layer: $layer}) "
+         "CALL (n) { MATCH (n)<-[r]-() DELETE r } IN TRANSACTIONS OF $batch ROWS",
+         {"layer": r["layer"], "batch": max(1, DROP_BATCH * max(r["nodes"], 1) // r["edges"])})
+        for r in records
+    ]
+    steps += [
         ("relationships", "MATCH (:Neuron {model: $name})-[r]->() "
-         "CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS"),
+         "CALL (r) { DELETE r } IN TRANSACTIONS OF $batch ROWS", {}),
         ("nodes", "MATCH (n:Neuron {model: $name}) "
-         "CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch ROWS"),
+         "CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch ROWS", {}),
         ("nodes", "MATCH (n:Layer {model: $name}) "
-         "CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch ROWS"),
-        ("nodes", "MATCH (n:LoadState {model: $name}) DETACH DELETE n"),
-        ("nodes", "MATCH (n:Model {name: $name}) DETACH DELETE n"),
-    )
+         "CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch ROWS", {}),
+        ("nodes", "MATCH (n:LoadState {model: $name}) DETACH DELETE n", {}),
+        ("nodes", "MATCH (n:Model {name: $name}) DETACH DELETE n", {}),
+    ]
     progress.start(len(steps), "step", f"drop {name}")
     with driver.session() as session:
-        for what, query in steps:
+        for what, query, params in steps:
             # CALL { } IN TRANSACTIONS needs an auto-commit transaction: session.run.
-            summary = session.run(query, name=name, batch=DROP_BATCH).consume()
+            summary = session.run(query, {"name": name, "batch": DROP_BATCH, **params}).consume()
             c = summary.counters
             deleted[what] += c.relationships_deleted if what == "relationships" else c.nodes_deleted
             if what == "nodes":
