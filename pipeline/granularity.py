@@ -8,7 +8,8 @@ connect one source channel to one target channel, kept raw in the ``kernel`` col
 How each layer family makes its slices:
 
 - Conv (groups g): input channel ``i`` -> output channel ``o`` within a group, slice
-  ``kernel[..., i mod cin_g, o]`` (the spatial taps, row-major); separable: the fused kernel.
+  ``kernel[..., i mod cin_g, o]`` (the spatial taps, row-major); separable: its ``<name>/depthwise``
+  part as Depthwise, then the pointwise kernel ``[pointwise[c, o]]``.
 - Depthwise (multiplier M): ``c -> c*M + m``, slice ``kernel[..., c, m]``.
 - Dense: unit ``i -> o``, slice ``[kernel[i, o]]``. After Flatten (or any re-indexing layer whose
   width is a multiple of the source's channels) the flattened units map back to the channels of the
@@ -164,8 +165,8 @@ class ChannelGraph:
             k = np.asarray(spec.weights["kernel"])
             return self.mixing(spec, k.reshape(-1, *k.shape[-2:]), spec.config.get("groups", 1), Kind.CONV)
         if isinstance(tr, depthwise.Separable):
-            k = depthwise.fused_kernel(spec.weights["depthwise_kernel"], spec.weights["pointwise_kernel"])
-            return self.mixing(spec, k.reshape(-1, *k.shape[-2:]), 1, Kind.SEPARABLE)
+            k = np.asarray(spec.weights["pointwise_kernel"])  # its depthwise step is a Depthwise spec
+            return self.mixing(spec, k.reshape(-1, *k.shape[-2:]), 1, Kind.POINTWISE)
         if isinstance(tr, dense_.Dense):
             k = np.asarray(spec.weights["kernel"])
             return self.mixing(spec, k[None], 1, Kind.DENSE)

@@ -83,6 +83,10 @@ class LayerSpec:
     output: Tensor
     inbound: list[str] = field(default_factory=list)
     params: int = 0
+    #: The Keras layer this spec is a part of, when its translator splits one layer into several
+    #: specs (``<sep>/depthwise`` of a SeparableConv); None for a Keras layer's own spec. Replay
+    #: compares only Keras layers' own specs with Keras.
+    part_of: str | None = None
 
     @property
     def makes_neurons(self) -> bool:
@@ -392,6 +396,14 @@ def walk(model, spec: ModelSpec | None = None) -> ModelGraph:
                 params=int(sum(int(np.prod(w.shape)) for w in weights.values())),
             )
         )
+        parts = translator.split(layers[-1])  # [*parts owning ids right before the layer's, the layer]
+        if len(parts) > 1:
+            layers[-1:] = parts
+            for i, part in enumerate(parts):
+                part.index = len(layers) - len(parts) + i
+            tensors[id(out_t)] = parts[-1].output
+            last = max((p.output for p in parts if not p.output.alias), key=lambda t: t.offset, default=None)
+            offset = max(offset, last.offset + last.size) if last is not None else offset
     for spec_ in layers:
         registry.get(spec_.type, spec_.name).check(spec_)
     return ModelGraph(name=model.name, layers=layers, total_neurons=offset, spec=spec)

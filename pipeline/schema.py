@@ -51,8 +51,9 @@ class Kind:
     #: Per-channel affine maps other than BatchNormalization (Rescaling, Normalization): an
     #: identity-shaped edge with the scale as weight; the offset is the node bias.
     AFFINE = "affine"
-    #: SeparableConv: depthwise and pointwise kernels fused (the intermediate is no Keras tensor).
-    SEPARABLE = "separable"
+    #: SeparableConv's pointwise step: a 1x1 convolution from the ``<layer>/depthwise`` neurons
+    #: (the depthwise step, kind ``depthwise``, which Keras computes but does not expose).
+    POINTWISE = "pointwise"
     #: The Maximum merge layer: like max pooling, the target takes the maximum of its sources.
     MAXIMUM = "maximum"
     #: The Multiply merge layer (squeeze-and-excitation, hard-swish): the target takes the product

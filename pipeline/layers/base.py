@@ -54,6 +54,15 @@ class Translator:
         """True when the layer only re-indexes its input (its output reuses the input's ids)."""
         return False
 
+    def split(self, spec: LayerSpec) -> list[LayerSpec]:
+        """The specs one walked Keras layer becomes, in order (default: ``[spec]``).
+
+        The last is the layer's own spec (its name, its output tensor object); the others are parts
+        (``part_of`` set, names ``<layer>/<part>``) whose tensors own the ids right before the
+        layer's, whose output offset the split moves past them.
+        """
+        return [spec]
+
     def check(self, spec: LayerSpec) -> None:
         """Raise UnsupportedLayerError for configurations this translator cannot express."""
         if spec.config.get("data_format", "channels_last") != "channels_last":

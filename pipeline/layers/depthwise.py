@@ -3,19 +3,23 @@
 DepthwiseConv: input channel c feeds output channels ``c * M + m`` (M = depth multiplier) with
 weight ``kernel[offset][c, m]`` at every kernel offset (kind ``depthwise``).
 
-SeparableConv: Keras never materialises the depthwise result, so it is no tensor and gets no
-neurons; the two kernels are fused into one convolution,
-``K[offset][c, o] = sum_m depthwise[offset][c, m] * pointwise[c * M + m, o]`` (kind ``separable``),
-which is exactly the map the layer computes before its bias and activation.
+SeparableConv: split by the walker into two specs (``Separable.split``). ``<name>/depthwise`` is
+the depthwise step as a DepthwiseConv spec (no bias, linear; its neurons own the ids right before the
+layer's); ``<name>`` is the pointwise step, a 1x1 convolution from those neurons with the layer's
+bias and activation (kind ``pointwise``). Edges: ``k*C*M + C*M*O`` per position instead of the
+``k*C*O`` of fused kernels.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
 from pipeline.layers.base import full_pair_ids, pair_weights
 from pipeline.layers.conv import Windowed
-from pipeline.model import LayerSpec
+from pipeline.layers.window import Window
+from pipeline.model import LayerSpec, Tensor
 from pipeline.schema import Kind
 
 
@@ -34,22 +38,41 @@ class Depthwise(Windowed):
         return kernel[offset].reshape(-1)
 
 
-def fused_kernel(depthwise: np.ndarray, pointwise: np.ndarray) -> np.ndarray:
-    """(k..., C, M) depthwise and (1..., C*M, O) pointwise kernels -> (k..., C, O)."""
-    cin, mult = depthwise.shape[-2:]
-    pw = np.asarray(pointwise, np.float64).reshape(cin, mult, -1)
-    return np.einsum("...cm,cmo->...co", np.asarray(depthwise, np.float64), pw)
-
-
 class Separable(Windowed):
+    """The pointwise step of a split SeparableConv (see the module docstring)."""
+
     types = ("SeparableConv1D", "SeparableConv2D")
-    kind = Kind.SEPARABLE
+    kind = Kind.POINTWISE
+
+    def split(self, spec: LayerSpec) -> list[LayerSpec]:
+        cfg, out = spec.config, spec.output
+        cin, mult = spec.inputs[0].shape[-1], int(cfg.get("depth_multiplier", 1))
+        name = f"{spec.name}/depthwise"
+        mid = Tensor(key=out.key, shape=(*out.shape[:-1], cin * mult), offset=out.offset, owner=name)
+        out.offset += mid.size
+        keep = ("kernel_size", "strides", "padding", "dilation_rate", "data_format", "depth_multiplier")
+        dw_kernel = spec.weights["depthwise_kernel"]
+        depthwise = LayerSpec(
+            index=spec.index, name=name, type=f"DepthwiseConv{len(out.shape) - 1}D",
+            config={"name": name, **{k: cfg[k] for k in keep if k in cfg}, "activation": "linear", "use_bias": False},
+            weights={"kernel": dw_kernel}, inputs=spec.inputs, output=mid, inbound=spec.inbound,
+            params=int(np.prod(dw_kernel.shape)), part_of=spec.name,
+        )
+        weights = {k: v for k, v in spec.weights.items() if k != "depthwise_kernel"}
+        pointwise = dataclasses.replace(
+            spec, inputs=[mid], inbound=[name], weights=weights,
+            params=int(sum(int(np.prod(w.shape)) for w in weights.values())),
+        )
+        return [depthwise, pointwise]
+
+    def window(self, spec: LayerSpec) -> Window:
+        return Window.make(spec.inputs[0].shape[:-1], spec.output.shape[:-1], 1, 1, 1, "valid")
 
     def pair_ids(self, spec: LayerSpec) -> tuple[np.ndarray, np.ndarray]:
         return full_pair_ids(spec.inputs[0].shape[-1], spec.output.shape[-1])
 
     def kernel(self, spec: LayerSpec) -> np.ndarray:
-        return fused_kernel(spec.weights["depthwise_kernel"], spec.weights["pointwise_kernel"])
+        return spec.weights["pointwise_kernel"]
 
     def offset_weights(self, spec: LayerSpec, kernel: np.ndarray | None, offset: tuple[int, ...]) -> np.ndarray:
         return pair_weights(kernel[offset])

@@ -1,0 +1,71 @@
+"""Replay tests of the translators added for "every keras.applications CNN": separable convolutions
+split into depthwise and pointwise neurons, transposed convolutions, GroupNormalization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.extract import extract
+from pipeline.plan import plan
+from tests.helpers import check_model, keras, layer_edges, sequential
+
+L = keras().layers
+
+
+# --- SeparableConv: <name>/depthwise neurons, then a pointwise 1x1 convolution ---------------
+
+SEPARABLE = [
+    ((6, 7, 3), dict(filters=4, kernel_size=3, padding="same", depth_multiplier=2, activation="relu")),
+    ((6, 7, 3), dict(filters=3, kernel_size=3, strides=2, use_bias=False)),
+    ((6, 7, 3), dict(filters=2, kernel_size=2, dilation_rate=2, padding="same")),
+    ((7, 7, 2), dict(filters=5, kernel_size=(3, 2), strides=(2, 1), depth_multiplier=3)),
+    ((7, 3), dict(filters=3, kernel_size=3, padding="same", depth_multiplier=2)),
+    ((9, 2), dict(filters=4, kernel_size=4, strides=2, activation="tanh")),
+]
+
+
+@pytest.mark.parametrize("shape, kwargs", SEPARABLE, ids=[str(i) for i in range(len(SEPARABLE))])
+def test_separable_conv_splits_into_depthwise_neurons(shape, kwargs):
+    layer = getattr(L, f"SeparableConv{len(shape) - 1}D")(name="sep", **kwargs)
+    graph, result = check_model(sequential(shape, [layer, L.Dense(2)]))
+    dw, sep = graph.layer("sep/depthwise"), graph.layer("sep")
+    assert "sep/depthwise" not in result.errors and "sep" in result.errors  # only Keras layers compared
+    assert dw.part_of == "sep" and sep.part_of is None and sep.inbound == ["sep/depthwise"]
+    assert dw.type == f"DepthwiseConv{len(shape) - 1}D" and dw.index + 1 == sep.index
+    mult, cin = kwargs.get("depth_multiplier", 1), shape[-1]
+    assert dw.output.shape == (*sep.output.shape[:-1], cin * mult)
+    assert dw.output.offset + dw.output.size == sep.output.offset  # its ids come right before the layer's
+    assert sep.output.offset + sep.output.size == graph.layers[-1].output.offset
+    positions = int(np.prod(sep.output.shape[:-1]))
+    p = plan(graph)
+    assert p.layer("sep").edges == positions * cin * mult * kwargs["filters"]
+    edges = layer_edges(graph, "sep")
+    assert {e[3] for e in edges} == {"pointwise"} and {e[3] for e in layer_edges(graph, "sep/depthwise")} == {"depthwise"}
+    assert dw.params + sep.params == layer_params(layer)
+
+
+def layer_params(layer) -> int:
+    return int(sum(np.prod(w.shape) for w in layer.weights))
+
+
+def test_separable_conv_channel_and_layer_granularity():
+    model = sequential((6, 6, 3), [L.SeparableConv2D(4, 3, depth_multiplier=2, name="sep")])
+    graph, _ = check_model(model)
+    channel = extract(graph, None, granularity="channel")
+    by_name = {e["name"]: e for e in channel.manifest["layers"]}
+    assert by_name["sep/depthwise"]["nodes"] == 6 and by_name["sep/depthwise"]["edges"] == 6
+    assert by_name["sep"]["nodes"] == 4 and by_name["sep"]["edges"] == 6 * 4
+    layer = extract(graph, None, granularity="layer")
+    assert [e["name"] for e in layer.manifest["layers"]][-2:] == ["sep/depthwise", "sep"]
+
+
+def test_separable_conv_replays_from_an_extraction_folder(tmp_path):
+    from pipeline.model import walk
+    from pipeline.replay import verify
+
+    model = sequential((5, 6, 2), [L.SeparableConv2D(3, 3, padding="same", depth_multiplier=2, activation="relu")])
+    graph = walk(model)
+    extract(graph, tmp_path / "x")
+    result = verify(model, graph, folder=tmp_path / "x")
+    assert result.ok and len(result.errors) == 1, result.errors
