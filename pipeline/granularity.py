@@ -10,6 +10,7 @@ How each layer family makes its slices:
 - Conv (groups g): input channel ``i`` -> output channel ``o`` within a group, slice
   ``kernel[..., i mod cin_g, o]`` (the spatial taps, row-major); separable: its ``<name>/depthwise``
   part as Depthwise, then the pointwise kernel ``[pointwise[c, o]]``.
+- Conv*DTranspose: input channel ``i`` -> filter ``o``, slice ``kernel[..., o, i]``.
 - Depthwise (multiplier M): ``c -> c*M + m``, slice ``kernel[..., c, m]``.
 - Dense: unit ``i -> o``, slice ``[kernel[i, o]]``. After Flatten (or any re-indexing layer whose
   width is a multiple of the source's channels) the flattened units map back to the channels of the
@@ -152,6 +153,7 @@ class ChannelGraph:
             pooling,
             reshape,
             spatial,
+            transpose,
         )
         from pipeline.layers import dense as dense_
 
@@ -167,6 +169,8 @@ class ChannelGraph:
         if isinstance(tr, depthwise.Separable):
             k = np.asarray(spec.weights["pointwise_kernel"])  # its depthwise step is a Depthwise spec
             return self.mixing(spec, k.reshape(-1, *k.shape[-2:]), 1, Kind.POINTWISE)
+        if isinstance(tr, transpose.ConvTranspose):
+            return self.mixing(spec, tr.channel_kernel(spec), 1, Kind.CONV_TRANSPOSE)
         if isinstance(tr, dense_.Dense):
             k = np.asarray(spec.weights["kernel"])
             return self.mixing(spec, k[None], 1, Kind.DENSE)

@@ -54,6 +54,8 @@ class Kind:
     #: SeparableConv's pointwise step: a 1x1 convolution from the ``<layer>/depthwise`` neurons
     #: (the depthwise step, kind ``depthwise``, which Keras computes but does not expose).
     POINTWISE = "pointwise"
+    #: Conv*DTranspose: input position p feeds output p * stride - pad + offset (pipeline.layers.transpose).
+    CONV_TRANSPOSE = "conv_transpose"
     #: The Maximum merge layer: like max pooling, the target takes the maximum of its sources.
     MAXIMUM = "maximum"
     #: The Multiply merge layer (squeeze-and-excitation, hard-swish): the target takes the product

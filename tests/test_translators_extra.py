@@ -69,3 +69,65 @@ def test_separable_conv_replays_from_an_extraction_folder(tmp_path):
     extract(graph, tmp_path / "x")
     result = verify(model, graph, folder=tmp_path / "x")
     assert result.ok and len(result.errors) == 1, result.errors
+
+
+# --- Transposed convolutions ------------------------------------------------------------------
+
+# input spatial shape, kernel, strides, padding, output_padding
+TRANSPOSE_2D = [
+    ((3, 4), 3, 1, "valid", None),
+    ((3, 4), 3, 2, "valid", None),
+    ((3, 5), 3, 2, "same", None),
+    ((4, 3), 2, 2, "same", None),
+    ((4, 3), 2, 3, "valid", None),  # stride larger than the kernel: output cells no input reaches
+    ((3, 3), 4, 2, "same", None),  # even kernel
+    ((3, 4), (3, 2), (2, 1), "same", None),
+    ((5, 2), 1, 2, "valid", None),
+    ((3, 3), 3, 2, "valid", 1),
+    ((3, 4), 3, 2, "same", 1),
+    ((3, 3), 5, 3, "same", (2, 0)),
+    ((2, 3), 5, 1, "same", None),  # kernel larger than the input
+]
+
+
+@pytest.mark.parametrize("case", TRANSPOSE_2D, ids=[str(i) for i in range(len(TRANSPOSE_2D))])
+def test_conv2d_transpose_replays(case):
+    spatial, kernel, strides, padding, output_padding = case
+    layer = L.Conv2DTranspose(3, kernel, strides=strides, padding=padding, output_padding=output_padding,
+                              activation="relu", name="t")
+    graph, _ = check_model(sequential((*spatial, 2), [layer]))
+    spec = graph.layer("t")
+    expected = sum(  # brute force: input position p feeds o = p * s - pad + k wherever it lands
+        1 for p in np.ndindex(*spatial) for k in np.ndindex(*layer.kernel_size)
+        if all(0 <= p[a] * layer.strides[a] - pad + k[a] < spec.output.shape[a]
+               for a, pad in enumerate(_same_pad(spec, layer)))
+    ) * 2 * 3
+    assert plan(graph).layer("t").edges == expected
+
+
+def _same_pad(spec, layer):
+    from pipeline.layers.registry import get
+
+    return get(spec.type).window(spec).pad
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(kernel_size=3), dict(kernel_size=3, strides=2, padding="same"), dict(kernel_size=2, strides=3),
+     dict(kernel_size=4, strides=2, padding="same", output_padding=1), dict(kernel_size=3, dilation_rate=2)],
+)
+def test_conv1d_transpose_replays(kwargs):
+    check_model(sequential((5, 3), [L.Conv1DTranspose(2, **kwargs, activation="tanh")]))
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=2, strides=2), dict(kernel_size=3, strides=(1, 2, 2), padding="same")])
+def test_conv3d_transpose_replays(kwargs):
+    check_model(sequential((2, 3, 3, 2), [L.Conv3DTranspose(2, **kwargs)]))
+
+
+def test_conv_transpose_in_a_model_and_at_channel_granularity():
+    model = sequential((4, 4, 2), [L.Conv2D(3, 3, strides=2, padding="same"), L.Conv2DTranspose(2, 3, strides=2, padding="same", name="t"),
+                                   L.Flatten(), L.Dense(2)])
+    graph, _ = check_model(model)
+    entry = {e["name"]: e for e in extract(graph, None, granularity="channel").manifest["layers"]}["t"]
+    assert entry["nodes"] == 2 and entry["edges"] == 3 * 2

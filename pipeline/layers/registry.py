@@ -17,6 +17,7 @@ from pipeline.layers.ops import OpsCall
 from pipeline.layers.pooling import Pooling
 from pipeline.layers.reshape import Alias
 from pipeline.layers.spatial import Cropping, Permute, UpSampling, ZeroPadding
+from pipeline.layers.transpose import ConvTranspose
 
 TRANSLATORS: list[Translator] = [Input(), Conv(), Pooling(), Dense(), Alias(), Activation()]
 TRANSLATORS.append(BatchNorm())
@@ -35,6 +36,7 @@ TRANSLATORS.append(ParamActivation())
 TRANSLATORS.append(OpsCall())
 TRANSLATORS.append(LayerNorm())
 TRANSLATORS.append(LayerScale())
+TRANSLATORS.append(ConvTranspose())
 
 _BY_TYPE: dict[str, Translator] = {t: tr for tr in TRANSLATORS for t in tr.types}
 
