@@ -22,6 +22,8 @@ How each layer family makes its slices:
   broadcast feeds every channel). Concatenate on the channel axis: ``c -> start + c``.
 - LayerNormalization: every channel of the position feeds every channel, slice
   ``[gamma_c * (delta - 1/C)]`` (the same weights as its neuron edges).
+- GroupNormalization: every channel of the group feeds every channel of the group, slice
+  ``[gamma_c * (delta - 1/n)]`` (n: the group's neurons; the weight between same-position neurons).
 - Re-indexing layers (Flatten, Reshape, Dropout) make no nodes and no edges, as at neuron level.
 
 Node ``bias`` and ``activation`` are the neurons' (per channel). The kind is the neuron-level kind.
@@ -308,6 +310,24 @@ def _extra_rules() -> list[tuple[type, Callable[[ChannelGraph, LayerSpec, Any], 
 
         return [Part(t, n * n, 1, Kind.LAYERNORM, block)]
 
+    from pipeline.layers.layernorm import GroupNorm
+
+    def groupnorm(cg: ChannelGraph, spec: LayerSpec, tr: Any) -> list[Part]:
+        t = spec.inputs[0]
+        cmap = cg.source_channels(spec, t)
+        c = _channels(spec.output)
+        size, n = c // tr.groups(spec), tr.group_size(spec)
+        gamma = tr._gamma_beta(spec)[0]
+
+        def block(lo: int, hi: int):
+            q = np.arange(lo, hi, dtype=np.int64)
+            o, a = q // size, q % size
+            src = (o // size) * size + a
+            return cmap[src], o, (gamma[o] * ((src == o) - 1.0 / n))[:, None].astype(np.float32)
+
+        return [Part(t, c * size, 1, Kind.GROUPNORM, block)]
+
+    rules.append((GroupNorm, groupnorm))  # before LayerNorm, its base class
     rules.append((LayerNorm, layernorm))
     from pipeline.layers.ops import OpsCall
 

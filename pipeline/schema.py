@@ -66,6 +66,9 @@ class Kind:
     #: ``sum(weight * source) / sqrt(var(sources) + epsilon) + bias`` (var: population variance of
     #: the unweighted sources; epsilon: the layer's).
     LAYERNORM = "layernorm"
+    #: GroupNormalization: like LAYERNORM, over the target's group (all positions x the group's
+    #: channels), weight ``gamma[c] * (delta - 1/n)``.
+    GROUPNORM = "groupnorm"
     #: Layer granularity: a tensor flowing from one Keras layer into another.
     TENSOR = "tensor"
 
@@ -75,7 +78,7 @@ MAX_KINDS = frozenset({Kind.MAX_POOL, Kind.GLOBAL_MAX_POOL, Kind.MAXIMUM})
 #: Kinds whose target takes the product of weight * source over its sources.
 PRODUCT_KINDS = frozenset({Kind.MULTIPLY})
 #: Kinds whose target is normalised over its sources (see Kind.LAYERNORM).
-NORM_KINDS = frozenset({Kind.LAYERNORM})
+NORM_KINDS = frozenset({Kind.LAYERNORM, Kind.GROUPNORM})
 
 NODE_SCHEMA = pa.schema(
     [

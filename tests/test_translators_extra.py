@@ -131,3 +131,33 @@ def test_conv_transpose_in_a_model_and_at_channel_granularity():
     graph, _ = check_model(model)
     entry = {e["name"]: e for e in extract(graph, None, granularity="channel").manifest["layers"]}["t"]
     assert entry["nodes"] == 2 and entry["edges"] == 3 * 2
+
+
+# --- GroupNormalization -----------------------------------------------------------------------
+
+GROUPNORM = [
+    ((4, 5, 6), dict(groups=3)),
+    ((4, 5, 6), dict(groups=1, epsilon=1e-5)),
+    ((3, 3, 4), dict(groups=-1)),  # one group per channel (instance normalisation)
+    ((3, 3, 4), dict(groups=2, center=False, scale=False)),
+    ((7, 4), dict(groups=2)),
+    ((8,), dict(groups=4)),
+    ((2, 2, 2, 4), dict(groups=2)),
+]
+
+
+@pytest.mark.parametrize("shape, kwargs", GROUPNORM, ids=[str(i) for i in range(len(GROUPNORM))])
+def test_group_normalization_replays(shape, kwargs):
+    conv = [getattr(L, f"Conv{len(shape) - 1}D")(shape[-1], 2, padding="same")] if len(shape) > 1 else [L.Dense(shape[-1])]
+    model = sequential(shape, [*conv, L.GroupNormalization(name="gn", **kwargs), L.Activation("relu")])
+    gn = model.get_layer("gn")
+    if gn.weights:
+        rng = np.random.default_rng(3)
+        gn.set_weights([rng.normal(1.0, 0.5, w.shape).astype("float32") for w in gn.get_weights()])
+    graph, _ = check_model(model)
+    groups = kwargs["groups"] if kwargs["groups"] > 0 else shape[-1]
+    size = int(np.prod(shape))
+    assert plan(graph).layer("gn").edges == size * size // groups
+    assert {e[3] for e in layer_edges(graph, "gn")} == {"groupnorm"}
+    entry = {e["name"]: e for e in extract(graph, None, granularity="channel").manifest["layers"]}["gn"]
+    assert entry["edges"] == shape[-1] * shape[-1] // groups

@@ -7,6 +7,13 @@ edge from every neuron ``(p, c')`` of the same position (kind ``layernorm``) wit
 ``gamma_c * (x_c - mean(x))``; replay divides it by ``sqrt(var(sources) + eps)`` (the population
 variance of the unweighted sources; eps from the layer config) and adds the bias ``beta_c``.
 
+GroupNormalization normalises each group of ``C / G`` channels over all positions together:
+``y = gamma_c * (x - mean_g) / sqrt(var_g + eps) + beta_c`` over the group's ``n = P * C / G``
+neurons. Its neuron ``(q, c)`` gets an edge from every neuron ``(p, c')`` of its group (kind
+``groupnorm``, the same replay rule) with weight ``gamma_c * (delta((p, c'), (q, c)) - 1/n)``: that
+is ``P**2 * C * C / G`` edges, quadratic in the positions (a 32x32x32 map in 8 groups: 134 M edges);
+plan it before extracting.
+
 LayerScale (keras.applications.convnext): ``x * gamma``, a per-channel affine map (kind ``affine``).
 """
 
@@ -65,6 +72,48 @@ class LayerNorm(Translator):
         o = np.tile(np.arange(c, dtype=np.int64), c)
         w = self.pair_weights(spec).reshape(-1).astype(np.float32)
         yield from emit_pairs(src_t.offset + pos * c, out_t.offset + pos * c, a, o, w, Kind.LAYERNORM, max_edges)
+
+
+class GroupNorm(LayerNorm):
+    types = ("GroupNormalization",)
+
+    def check(self, spec: LayerSpec) -> None:
+        LayerNorm.check(self, spec)
+        c = spec.output.shape[-1]
+        if c % self.groups(spec):
+            self.unsupported(spec, f"{self.groups(spec)} groups do not divide {c} channels")
+
+    def groups(self, spec: LayerSpec) -> int:
+        g = int(spec.config.get("groups", 32))
+        return spec.output.shape[-1] if g == -1 else g
+
+    def group_size(self, spec: LayerSpec) -> int:
+        """n: the neurons one group normalises together (positions x channels in the group)."""
+        return spec.output.size // self.groups(spec)
+
+    def rows(self, spec: LayerSpec) -> int:
+        return channel_rows(spec.output.shape)
+
+    def count_edges(self, spec: LayerSpec) -> int:
+        return spec.output.size * self.group_size(spec)
+
+    def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
+        src_t, out_t = spec.inputs[0], spec.output
+        c, g = out_t.shape[-1], self.groups(spec)
+        cg, n = c // g, self.group_size(spec)
+        gamma = self._gamma_beta(spec)[0]
+        every = np.arange(out_t.size // c, dtype=np.int64)[:, None] * c  # every position, times c
+        rows = channel_positions(out_t.shape, lo, hi)[:, None] * c
+        for k in range(g):
+            chans = np.arange(k * cg, (k + 1) * cg, dtype=np.int64)
+            src = (every + chans).reshape(-1)  # the group's n members (flat)
+            tgt = (rows + chans).reshape(-1)  # its targets in rows [lo, hi)
+            total = len(tgt) * n
+            for e0 in range(0, total, max_edges):
+                e = np.arange(e0, min(e0 + max_edges, total), dtype=np.int64)
+                s, t = src[e % n], tgt[e // n]
+                w = gamma[t % c] * (np.where(s == t, 1.0, 0.0) - 1.0 / n)
+                yield EdgeChunk(src_t.offset + s, out_t.offset + t, w.astype(np.float32), Kind.GROUPNORM)
 
 
 class LayerScale(ChannelAffine):

@@ -10,7 +10,7 @@ from pipeline.layers.conv import Conv
 from pipeline.layers.dense import Dense
 from pipeline.layers.depthwise import Depthwise, Separable
 from pipeline.layers.global_pooling import GlobalPooling
-from pipeline.layers.layernorm import LayerNorm, LayerScale
+from pipeline.layers.layernorm import GroupNorm, LayerNorm, LayerScale
 from pipeline.layers.merge import Concatenate, Elementwise
 from pipeline.layers.normalization import BatchNorm, Normalization, Rescaling
 from pipeline.layers.ops import OpsCall
@@ -37,6 +37,7 @@ TRANSLATORS.append(OpsCall())
 TRANSLATORS.append(LayerNorm())
 TRANSLATORS.append(LayerScale())
 TRANSLATORS.append(ConvTranspose())
+TRANSLATORS.append(GroupNorm())
 
 _BY_TYPE: dict[str, Translator] = {t: tr for tr in TRANSLATORS for t in tr.types}
 
