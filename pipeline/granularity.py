@@ -22,6 +22,8 @@ How each layer family makes its slices:
   broadcast feeds every channel). Concatenate on the channel axis: ``c -> start + c``.
 - LayerNormalization: every channel of the position feeds every channel, slice
   ``[gamma_c * (delta - 1/C)]`` (the same weights as its neuron edges).
+- PReLU split into ``<name>/negative`` (``c -> c``, ``[-1]``) and ``<name>`` (``c -> c`` from the
+  input, ``[1]``, and from the negative part, ``[1 - alpha_c]``); refused when alpha varies by position.
 - GroupNormalization: every channel of the group feeds every channel of the group, slice
   ``[gamma_c * (delta - 1/n)]`` (n: the group's neurons; the weight between same-position neurons).
 - Re-indexing layers (Flatten, Reshape, Dropout) make no nodes and no edges, as at neuron level.
@@ -328,6 +330,19 @@ def _extra_rules() -> list[tuple[type, Callable[[ChannelGraph, LayerSpec, Any], 
         return [Part(t, c * size, 1, Kind.GROUPNORM, block)]
 
     rules.append((GroupNorm, groupnorm))  # before LayerNorm, its base class
+    from pipeline.layers.advanced_activation import PReLU
+
+    def prelu(cg: ChannelGraph, spec: LayerSpec, tr: Any) -> list[Part]:
+        if spec.part_of is not None:  # <name>/negative: relu(-x)
+            return [cg.diagonal(spec, spec.inputs[0], -1.0, Kind.IDENTITY)]
+        if not tr.is_split(spec):
+            return [cg.diagonal(spec, spec.inputs[0], 1.0, Kind.IDENTITY)]
+        alpha = tr.alpha(spec).reshape(-1, spec.output.shape[-1])
+        if not np.all(alpha == alpha[:1]):
+            cg.refuse(spec, "a PReLU whose alpha varies by position (no shared_axes) has no channel-level form")
+        return [cg.diagonal(spec, spec.inputs[0], 1.0, Kind.ADD), cg.diagonal(spec, spec.inputs[1], 1.0 - alpha[0], Kind.ADD)]
+
+    rules.append((PReLU, prelu))
     rules.append((LayerNorm, layernorm))
     from pipeline.layers.ops import OpsCall
 

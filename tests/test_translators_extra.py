@@ -161,3 +161,33 @@ def test_group_normalization_replays(shape, kwargs):
     assert {e[3] for e in layer_edges(graph, "gn")} == {"groupnorm"}
     entry = {e["name"]: e for e in extract(graph, None, granularity="channel").manifest["layers"]}["gn"]
     assert entry["edges"] == shape[-1] * shape[-1] // groups
+
+
+# --- PReLU with alpha per channel or per neuron -----------------------------------------------
+
+
+@pytest.mark.parametrize("shape, shared", [((4, 5, 3), [1, 2]), ((4, 5, 3), None), ((4, 5, 3), [1]), ((6, 2), [1]), ((5,), None)])
+def test_prelu_splits_into_a_negative_part(shape, shared):
+    inner = [getattr(L, f"Conv{len(shape) - 1}D")(shape[-1], 2, padding="same")] if len(shape) > 1 else [L.Dense(shape[-1])]
+    model = sequential(shape, [*inner, L.PReLU(shared_axes=shared, name="p"), L.Dense(2)])
+    alpha = model.get_layer("p").get_weights()[0]
+    model.get_layer("p").set_weights([np.random.default_rng(1).uniform(-0.5, 0.8, alpha.shape).astype("float32")])
+    graph, result = check_model(model)
+    neg, main = graph.layer("p/negative"), graph.layer("p")
+    assert neg.part_of == "p" and "p/negative" not in result.errors and main.inbound[-1] == "p/negative"
+    size = int(np.prod(shape))
+    assert plan(graph).layer("p/negative").edges == size and plan(graph).layer("p").edges == 2 * size
+    channel = len(shape) == 1 or (shared is not None and set(shared) == set(range(1, len(shape))))
+    if channel:
+        entry = {e["name"]: e for e in extract(graph, None, granularity="channel").manifest["layers"]}["p"]
+        assert entry["edges"] == 2 * shape[-1]
+    else:
+        from pipeline.errors import UnsupportedLayerError
+
+        with pytest.raises(UnsupportedLayerError, match="varies by position"):
+            extract(graph, None, granularity="channel")
+
+
+def test_prelu_with_one_alpha_stays_a_leaky_relu():
+    graph, _ = check_model(sequential((3, 4, 2), [L.Conv2D(2, 2), L.PReLU(alpha_initializer="ones", shared_axes=[1, 2, 3], name="p")]))
+    assert [s.name for s in graph.layers][-1] == "p" and plan(graph).layer("p").activation.startswith("relu(") and "negative_slope=1.0" in plan(graph).layer("p").activation

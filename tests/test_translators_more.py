@@ -356,13 +356,6 @@ def test_softmax_on_another_axis_is_refused():
         walk(sequential((4, 5, 3), [L.Softmax(axis=1)]))
 
 
-def test_prelu_with_per_channel_alpha_is_refused():
-    model = sequential((4, 5, 3), [L.PReLU(shared_axes=[1, 2])])
-    model.layers[-1].set_weights([np.array([[[0.1, 0.2, 0.3]]], dtype="float32")])
-    with pytest.raises(UnsupportedLayerError, match="distinct values"):
-        walk(model)
-
-
 # --- keras.applications ---------------------------------------------------------------------
 
 

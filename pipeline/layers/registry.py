@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.errors import UnsupportedLayerError
 from pipeline.layers.activation import Activation, Input
-from pipeline.layers.advanced_activation import ParamActivation
+from pipeline.layers.advanced_activation import ParamActivation, PReLU
 from pipeline.layers.base import Translator
 from pipeline.layers.conv import Conv
 from pipeline.layers.dense import Dense
@@ -38,6 +38,7 @@ TRANSLATORS.append(LayerNorm())
 TRANSLATORS.append(LayerScale())
 TRANSLATORS.append(ConvTranspose())
 TRANSLATORS.append(GroupNorm())
+TRANSLATORS.append(PReLU())
 
 _BY_TYPE: dict[str, Translator] = {t: tr for tr in TRANSLATORS for t in tr.types}
 
