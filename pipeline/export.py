@@ -868,7 +868,7 @@ def to_networkx(source, *, force: bool = False, limit: int | None = None, progre
         keys_all = np.concatenate(keys) if keys else np.zeros(0, dtype=object)
         for lo in range(0, len(edges), CHUNK_EDGES):
             e = edges.take(slice(lo, lo + CHUNK_EDGES))
-            nx_sink.add_edges(G, ids, keys_all, e.source, e.target, e.weight, e.kind, KINDS)
+            nx_sink.add_edges(G, ids, keys_all, e.source, e.target, nx_sink.edge_data(e.weight, e.kind, KINDS))
     finally:
         progress.finish()
         if src is not source:

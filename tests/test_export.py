@@ -173,6 +173,37 @@ def test_model_graphml_networkx_round_trip(tiny, tmp_path):
     assert set(g.es.attributes()) == {schema.WEIGHT, schema.KIND}
 
 
+def test_bulk_edges_match_add_edges_from():
+    """The sink fills the adjacency dicts directly: same graph as add_edges_from, order included
+    (neighbours in edge order; a repeated edge keeps its first place and its last attributes)."""
+    from pipeline.sinks import networkx as nx_sink
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    ids = np.unique(rng.integers(0, 10**6, 300))
+    source, target = rng.choice(ids, n), rng.choice(ids, n)
+    source[-50:], target[-50:] = source[:50], target[:50]  # repeated edges
+    weight = rng.choice(rng.normal(size=40).astype(np.float32), n)
+    kinds = rng.integers(0, 3, n).astype(np.uint8)
+    names = ["conv", "add", "dense"]
+    keys = np.empty(len(ids), dtype=object)
+    keys[:] = ids.tolist()
+    for codes in (kinds, np.zeros(n, np.uint8)):
+        G, H = nx.DiGraph(), nx.DiGraph()
+        for g in (G, H):
+            g.add_nodes_from(keys.tolist())
+        half = n // 2  # two calls: the second updates dicts the first filled
+        for sl in (slice(0, half), slice(half, n)):
+            nx_sink.add_edges(G, ids, keys, source[sl], target[sl],
+                              nx_sink.edge_data(weight[sl], codes[sl], names))
+        H.add_edges_from((int(s), int(t), {schema.WEIGHT: float(w), schema.KIND: names[k]})
+                         for s, t, w, k in zip(source, target, weight, codes, strict=True))
+        assert list(G.edges(data=True)) == list(H.edges(data=True))
+        assert list(G.in_edges(data=True)) == list(H.in_edges(data=True))
+        assert all(G.succ[u][v] is G.pred[v][u] for u, v in G.edges)
+        assert all(type(d[schema.WEIGHT]) is float for _, _, d in G.edges(data=True))
+
+
 def test_parquet_uses_extraction_schema(tiny, tmp_path):
     graph, df, _, _ = tiny
     out = tmp_path / "sel"

@@ -2,13 +2,22 @@
 
 Node keys are shared int objects (each id is converted once and reused by every edge through an
 object array), and equal weights share one float object; only the per-edge attribute dict is
-unavoidable. Edges go in with ``add_edges_from`` over zipped columns.
+unavoidable.
+
+Edges go straight into the DiGraph's adjacency dicts (``G._succ`` and ``G._pred``, the
+dict-of-dict-of-dict structure networkx documents for subclasses): the edges are grouped by
+source (by target) with a stable numpy sort, and each node's neighbour dict is updated once from
+a slice of the zipped (neighbour, data) columns. That is one C-level ``dict.update`` per node
+instead of ``add_edges_from``'s Python loop per edge (about 3x faster, measured), and gives the
+same graph: neighbour order is edge order, a repeated (u, v) keeps its first position and its
+last attributes, and ``G._succ[u][v] is G._pred[v][u]``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+from itertools import islice
 
 import numpy as np
 import pyarrow as pa
@@ -50,18 +59,43 @@ def add_nodes(G, table: pa.Table) -> np.ndarray:
     return keys
 
 
-def add_edges(G, node_ids: np.ndarray, node_keys: np.ndarray, source: np.ndarray, target: np.ndarray,
-              weight: np.ndarray, kind_codes: np.ndarray, kind_names: list[str]) -> None:
-    """Add edges whose endpoints are among node_ids (sorted), reusing node_keys' int objects."""
-    if len(source) == 0:
-        return
-    u = node_keys[np.searchsorted(node_ids, source)].tolist()
-    v = node_keys[np.searchsorted(node_ids, target)].tolist()
+def edge_data(weight: np.ndarray, kind_codes: np.ndarray, kind_names: list[str]) -> list[dict]:
+    """The attribute dict of every edge; equal weights share one float, kinds one str each."""
+    W, K = schema.WEIGHT, schema.KIND
     bits, inv = np.unique(np.asarray(weight, np.float32).view(np.uint32), return_inverse=True)
     wobj = np.empty(len(bits), dtype=object)
     wobj[:] = bits.view(np.float32).astype(np.float64).tolist()
-    w = wobj[inv].tolist()
+    w = wobj[inv.reshape(-1)].tolist()
+    used = np.unique(kind_codes)
+    if len(used) == 1:
+        k = kind_names[int(used[0])]
+        return [{W: a, K: k} for a in w]
     kinds = np.array(kind_names, dtype=object)[kind_codes].tolist()
-    W, K = schema.WEIGHT, schema.KIND
+    return [{W: a, K: b} for a, b in zip(w, kinds, strict=True)]
+
+
+def add_edges(G, node_ids: np.ndarray, node_keys: np.ndarray, source: np.ndarray, target: np.ndarray,
+              data: list[dict]) -> None:
+    """Add edges whose endpoints are nodes of G among node_ids (sorted), reusing node_keys' int
+    objects; ``data`` holds each edge's attribute dict (:func:`edge_data`). G is a
+    ``networkx.DiGraph`` (another graph class gets ``add_edges_from``)."""
+    if len(source) == 0:
+        return
+    si = np.searchsorted(node_ids, source)
+    ti = np.searchsorted(node_ids, target)
     with no_gc():
-        G.add_edges_from(zip(u, v, [{W: a, K: b} for a, b in zip(w, kinds, strict=True)], strict=True))
+        if G.is_multigraph() or not G.is_directed() or not hasattr(G, "_pred"):
+            G.add_edges_from(zip(node_keys[si].tolist(), node_keys[ti].tolist(), data, strict=True))
+            return
+        objs = np.empty(len(si), dtype=object)
+        objs[:] = data
+        for group, other, adj in ((si, ti, G._succ), (ti, si, G._pred)):
+            order = np.argsort(group, kind="stable")
+            g = group[order]
+            starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+            counts = np.diff(np.r_[starts, len(g)])
+            pairs = zip(node_keys[other[order]].tolist(), objs[order].tolist(), strict=True)
+            for node, n in zip(node_keys[g[starts]].tolist(), counts.tolist(), strict=True):
+                adj[node].update(islice(pairs, n))
+    if cache := getattr(G, "__networkx_cache__", None):  # as networkx's own mutators do
+        cache.clear()
