@@ -1,13 +1,16 @@
 """Load speed: bulk vs online vs a plain UNWIND baseline vs one transaction per row.
 
-    python benchmarks/load.py [--quick] [--keep]
+    CNNGRAPH_HOME=/tmp/x CNNGRAPH_NEO4J_PORT=17695 python benchmarks/load.py [--dir EXTRACTION]
+        [--quick] [--input-types csv,parquet] [--plain-rows 500000] [--sample 2000]
 
-Extracts one CNN slice (default ~16 M edges: Conv2D 32 filters on 64x64x16 plus pooling and
-a Dense layer; --quick: ~0.4 M edges), then on the MANAGED server (it replaces the database!):
-bulk import with each input type (parquet, csv, csv.gz), the online loader, a plain
-UNWIND-of-maps baseline (batches of 10k, MATCH by (model, id), no checkpoints, no prefetch) and
-one auto-commit transaction per row on a sample (rate extrapolated). Prints store bytes per
-relationship and the server's resident memory. The last line is the summary.
+Uses an extracted slice (default: extracts VGG16 at 32x32x3, no top, layers
+block1_pool:block2_conv1 = 114,688 neurons and 17.4 M relationships; --quick: a 0.47 M-edge toy
+model; --dir: an existing extraction), then on the MANAGED server (it replaces the database!
+point CNNGRAPH_HOME at a scratch home): bulk import with each input type, the online loader, a
+plain UNWIND-of-row-maps baseline (batches of 10k, MATCH by (model, id), no checkpoints, no
+prefetch; on the first --plain-rows edges, rate extrapolated) and one auto-commit transaction per
+row (--sample rows). Prints where the bulk time goes, store bytes per relationship and the
+server's memory. The last line is the summary.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+SLICE = ("vgg16", (32, 32, 3), "block1_pool:block2_conv1")
+
 
 def build(out: Path, quick: bool) -> Path:
     import keras
@@ -29,16 +34,23 @@ def build(out: Path, quick: bool) -> Path:
     from pipeline.model import randomize_biases, walk
 
     keras.utils.set_random_seed(0)
-    shape, filters = ((32, 32, 3), 16) if quick else ((64, 64, 16), 32)
-    model = keras.Sequential([
-        keras.Input(shape),
-        keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name="conv"),
-        keras.layers.MaxPooling2D(2, name="pool"),
-        keras.layers.Flatten(name="flat"),
-        keras.layers.Dense(8, name="fc"),
-    ], name="bench")
-    randomize_biases(model, 0)
-    extract(walk(model), out)
+    if quick:
+        model = keras.Sequential([
+            keras.Input((32, 32, 3)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(2, name="pool"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(8, name="fc"),
+        ], name="bench")
+        randomize_biases(model, 0)
+        extract(walk(model), out)
+        return out
+    import subprocess
+
+    name, shape, layers = SLICE
+    subprocess.run([sys.executable, "-m", "pipeline", "extract", name, "--input-shape",
+                    ",".join(map(str, shape)), "--no-top", "--layers", layers, "--out", str(out)],
+                   check=True, cwd=Path(__file__).resolve().parents[1])
     return out
 
 
@@ -46,81 +58,102 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def wipe(drv) -> None:
-    """Drop every model in bounded batches (relationships first)."""
-    from pipeline.neo4j import graph
+def edge_rows(dir: Path, limit: int):
+    """The first ``limit`` edges as a pyarrow table (kind as plain strings)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    for m in graph.models(drv):
-        graph.drop_model(drv, m["name"])
+    from pipeline import schema
+
+    parts, n = [], 0
+    for path in sorted((dir / schema.EDGES_DIR).rglob("*.parquet"), reverse=True):
+        pf = pq.ParquetFile(path)
+        for g in range(pf.num_row_groups):
+            t = pf.read_row_group(g).slice(0, limit - n)
+            t = t.set_column(3, schema.KIND, t.column(schema.KIND).cast(pa.string()))
+            parts.append(t)
+            n += t.num_rows
+            if n >= limit:
+                return pa.concat_tables(parts)
+    return pa.concat_tables(parts)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="a ~0.4 M edge slice")
-    ap.add_argument("--input-types", default="csv,csv.gz,parquet",
-                    help="bulk input types to measure (comma-separated)")
+    ap.add_argument("--dir", type=Path, help="an existing extraction folder to load")
+    ap.add_argument("--quick", action="store_true", help="a 0.47 M-edge toy slice")
+    ap.add_argument("--input-types", default="csv",
+                    help="bulk input types to measure (comma-separated: csv,csv.gz,parquet)")
+    ap.add_argument("--plain-rows", type=int, default=500_000,
+                    help="edges for the plain UNWIND baseline")
     ap.add_argument("--sample", type=int, default=2000, help="rows for the per-row baseline")
     args = ap.parse_args()
     if os.environ.get("NEO4J_URI"):
         sys.exit("benchmarks/load.py needs the managed server (bulk import): unset NEO4J_URI")
 
     import psutil
-    import pyarrow.parquet as pq
 
-    from pipeline import schema
     from pipeline.neo4j import loader, server
 
     tmp = Path(tempfile.mkdtemp(prefix="cnngraph-bench-"))
     t = time.perf_counter()
-    dir = build(tmp / "ext", args.quick)
+    dir = args.dir or build(tmp / "ext", args.quick)
     manifest = loader.read_manifest(dir)
     edges = int(manifest["edges"])
-    print(f"extracted {manifest['nodes']:,} nodes, {edges:,} edges in "
-          f"{time.perf_counter() - t:.1f}s", flush=True)
+    print(f"slice {dir}: {manifest['nodes']:,} nodes, {edges:,} edges "
+          f"({time.perf_counter() - t:.1f}s to extract or read)", flush=True)
     managed = server.ManagedServer()
+    print(f"server: heap {managed.heap}, page cache {managed.pagecache}", flush=True)
 
     bulk_rate = {}
     for input_type in args.input_types.split(","):
-        r = loader.load(dir, "bulk", "benchbulk", replace=True, input_type=input_type)
+        r = loader.load(dir, "bulk", "benchbulk", replace=True, input_type=input_type,
+                        work_dir=tmp)
         files_import = r.timings["write_files"] + r.timings["import"]
         bulk_rate[input_type] = edges / files_import
-        print(f"bulk {input_type:8s}: write files {r.timings['write_files']:.1f}s, import "
-              f"{r.timings['import']:.1f}s (incl. JVM start/stop), total with restart and "
-              f"verification {r.seconds:.1f}s -> {bulk_rate[input_type]:,.0f} rels/s", flush=True)
+        split = ", ".join(f"{k} {v:.1f}s" for k, v in r.timings.items())
+        print(f"bulk {input_type:8s}: {split} (import = server stop + neo4j-admin + start); "
+              f"files + import {files_import:.1f}s -> {bulk_rate[input_type]:,.0f} rels/s; "
+              f"end to end {r.seconds:.1f}s -> {edges / r.seconds:,.0f} rels/s", flush=True)
+        log = (managed.home / "logs" / "import.log").read_text(errors="replace")
+        stages = [line.strip() for line in log.splitlines()
+                  if "COMPLETED in" in line or "IMPORT DONE" in line]
+        print("  neo4j-admin: " + "; ".join(stages), flush=True)
     store = dir_bytes(managed.home / "data" / "databases" / "neo4j")
-    print(f"store: {store:,} bytes = {store / edges:.1f} bytes per relationship "
-          "(nodes included)")
+    print(f"store after bulk: {store:,} bytes = {store / edges:.1f} bytes per relationship "
+          "(nodes and indexes included)", flush=True)
 
+    managed.reset_database(restart=True)  # faster than dropping 17 M relationships
     conn = server.connection()
-    drv = server.driver(conn)
-    wipe(drv)
+    drv = server.driver(conn, notifications_min_severity="OFF")
     r = loader.load(dir, "online", "benchon", replace=True, conn=conn)
     online = edges / r.timings["write"]
-    print(f"online: {r.timings['write']:.1f}s writing ({r.batches_done} batches) -> "
-          f"{online:,.0f} rels/s (nodes included); verification {r.timings['verify']:.1f}s",
-          flush=True)
+    print(f"online: {r.timings['write']:.1f}s writing ({r.batches_done} batches of "
+          f"{loader.BATCH_SIZE:,}, query form {loader.EDGE_QUERY!r}, internal ids fetched in "
+          f"{r.timings.get('node_ids', 0):.1f}s) -> {online:,.0f} rels/s (nodes included); "
+          f"verification {r.timings['verify']:.1f}s", flush=True)
     rss = psutil.Process(managed.pid()).memory_info().rss
-    print(f"server RSS {rss / 2**20:,.0f} MiB (heap {managed.heap}, page cache "
-          f"{managed.pagecache})")
+    store = dir_bytes(managed.home / "data" / "databases" / "neo4j")
+    tx = dir_bytes(managed.home / "data" / "transactions" / "neo4j")
+    print(f"after online: store {store / edges:.1f} bytes per relationship, transaction logs "
+          f"{tx / 2**20:,.0f} MiB; server RSS {rss / 2**20:,.0f} MiB", flush=True)
 
-    # Plain baseline: list of maps, 10k per transaction, same endpoints (new relationship type).
+    # Plain baseline: list of maps, 10k per transaction, endpoints by (model, id) key.
+    plain_table = edge_rows(dir, args.plain_rows)
     t = time.perf_counter()
-    for path in sorted((dir / schema.EDGES_DIR).rglob("*.parquet")):
-        table = pq.read_table(path)
-        table = table.set_column(3, schema.KIND, table.column(schema.KIND).cast("string"))
-        for batch in table.to_batches(10_000):
-            drv.execute_query(
-                "UNWIND $rows AS row "
-                "MATCH (a:Neuron {model: 'benchon', id: row.source}) "
-                "MATCH (b:Neuron {model: 'benchon', id: row.target}) "
-                "CREATE (a)-[:PLAIN {weight: row.weight, kind: row.kind}]->(b)",
-                rows=batch.to_pylist(),
-            )
-    plain = edges / (time.perf_counter() - t)
-    print(f"plain UNWIND of maps: {plain:,.0f} rels/s", flush=True)
+    for batch in plain_table.to_batches(10_000):
+        drv.execute_query(
+            "UNWIND $rows AS row "
+            "MATCH (a:Neuron {model: 'benchon', id: row.source}) "
+            "MATCH (b:Neuron {model: 'benchon', id: row.target}) "
+            "CREATE (a)-[:PLAIN {weight: row.weight, kind: row.kind}]->(b)",
+            rows=batch.to_pylist(),
+        )
+    plain = plain_table.num_rows / (time.perf_counter() - t)
+    print(f"plain UNWIND of maps (10k rows/tx, {plain_table.num_rows:,} edges): "
+          f"{plain:,.0f} rels/s", flush=True)
 
-    sample = pq.read_table(next((dir / schema.EDGES_DIR).rglob("*.parquet"))).slice(0, args.sample)
-    rows = sample.to_pylist()
+    rows = edge_rows(dir, args.sample).to_pylist()
     t = time.perf_counter()
     for row in rows:
         drv.execute_query(
@@ -129,8 +162,8 @@ def main() -> None:
             "CREATE (a)-[:ROW {weight: $weight, kind: $kind}]->(b)", **row)
     per_row = len(rows) / (time.perf_counter() - t)
     print(f"one transaction per row: {per_row:,.0f} rels/s ({len(rows)} rows)", flush=True)
-    wipe(drv)
     drv.close()
+    managed.reset_database(restart=True)
     loader.remove(tmp)
     best = max(bulk_rate, key=bulk_rate.get)
     print(f"load: bulk {bulk_rate[best]:,.0f} rels/s ({best}); online {online:,.0f} rels/s; "
