@@ -229,6 +229,7 @@ def load_model(spec: ModelSpec):
         raise UsageError(f"{spec.source} cannot be built with input shape {spec.input_shape}: {err}") from err
     if weights is None:
         randomize_biases(model, spec.seed)
+        randomize_batchnorm(model, spec.seed)
     else:
         try:
             model.load_weights(weights)
@@ -288,6 +289,27 @@ def randomize_biases(model, seed: int) -> None:
         for var in layer.weights:
             if var.path.endswith("bias") or var.name == "bias":
                 var.assign(rng.normal(0.0, 0.05, size=tuple(var.shape)).astype("float32"))
+
+
+def randomize_batchnorm(model, seed: int = 0) -> None:
+    """Give BatchNormalization layers seeded random gamma, beta, mean and positive variance.
+
+    Left at their defaults (identity), BN would be untested by replay, and deep models whose BN
+    never rescales (EfficientNetV2L) amplify float32 rounding until Keras's own float32 output
+    differs from its float64 output by order 1.
+    """
+    import keras
+
+    rng = np.random.default_rng(seed + 7)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights(
+                [
+                    (rng.uniform(0.5, 2.0, w.shape) if "variance" in v.path else rng.normal(0.0, 0.7, w.shape))
+                    .astype("float32")
+                    for v, w in zip(layer.weights, layer.get_weights(), strict=True)
+                ]
+            )
 
 
 def _shape(tensor) -> tuple[int, ...]:

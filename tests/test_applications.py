@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import UnsupportedLayerError
-from pipeline.model import ModelSpec, load_model, walk
+from pipeline.model import ModelSpec, load_model, randomize_batchnorm, walk
 from pipeline.plan import plan
 from tests.helpers import check_model, functional, keras, sequential
-from tests.test_translators_more import randomize_batchnorm
 
 K = keras()
 L = K.layers

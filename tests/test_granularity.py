@@ -13,10 +13,9 @@ from pipeline import schema
 from pipeline.errors import UnsupportedLayerError, UsageError
 from pipeline.extract import extract
 from pipeline.granularity import AGGREGATORS, ChannelGraph, aggregate, channel_edges
-from pipeline.model import walk
+from pipeline.model import randomize_batchnorm, walk
 from pipeline.plan import plan
 from tests.helpers import functional, keras, sequential
-from tests.test_translators_more import randomize_batchnorm
 
 K = keras()
 L = K.layers

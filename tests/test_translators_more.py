@@ -13,26 +13,12 @@ import pytest
 
 from pipeline.errors import UnsupportedLayerError
 from pipeline.extract import extract
-from pipeline.model import walk
+from pipeline.model import randomize_batchnorm, walk
 from pipeline.plan import plan
 from tests.helpers import check_model, f32_bits, functional, keras, layer_edges, sequential
 
 K = keras()
 L = K.layers
-
-
-def randomize_batchnorm(model, seed: int = 0) -> None:
-    """Give every BatchNormalization layer random gamma, beta, mean and positive variance."""
-    rng = np.random.default_rng(seed + 7)
-    for layer in model.layers:
-        if isinstance(layer, L.BatchNormalization):
-            layer.set_weights(
-                [
-                    (rng.uniform(0.5, 2.0, w.shape) if "variance" in v.path else rng.normal(0.0, 0.7, w.shape))
-                    .astype("float32")
-                    for v, w in zip(layer.weights, layer.get_weights(), strict=True)
-                ]
-            )
 
 
 # --- BatchNormalization ---------------------------------------------------------------------
