@@ -219,7 +219,8 @@ def load_bulk(dir: Path, manifest: dict, name: str, replace: bool = False,
         timings["write_files"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         progress.message("stopping the managed Neo4j server for the bulk import")
-        managed.admin_import(import_options(input_type) + args, progress, restart=True)
+        report = f"--report-file={out / 'import.report'}"  # else it lands in the caller's folder
+        managed.admin_import([*import_options(input_type), report, *args], progress, restart=True)
         timings["import"] = time.perf_counter() - t2
     finally:
         loader.remove(out)
