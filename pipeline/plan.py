@@ -11,16 +11,18 @@ from dataclasses import asdict, dataclass, field
 from pipeline.layers import registry
 from pipeline.model import LayerSpec, ModelGraph
 
-#: Bytes per edge and per node of each sink. Parquet is measured on this project's writer
-#: (benchmarks/extract.py); Neo4j from its record sizes (relationship 34 B + property record 41 B,
-#: node 15 B + properties); NetworkX from a DiGraph with weight/kind attributes (measured);
-#: GraphML from the streaming writer's typical line lengths.
-BYTES_PER_EDGE = {"parquet": 1.0, "neo4j": 75.0, "networkx": 500.0, "graphml": 95.0}
+#: Bytes per edge and per node of each sink. Parquet: an upper bound of this project's writer
+#: (conv layers measure 0.1-0.5, dense layers up to ~4.5; benchmarks/extract.py); Neo4j: the
+#: store after a bulk load, 80.4 B per relationship with nodes and indexes (benchmarks/load.py);
+#: NetworkX: a DiGraph with weight/kind attributes (benchmarks/export.py measured ~344);
+#: GraphML: the streaming writer, measured ~111 per edge line.
+BYTES_PER_EDGE = {"parquet": 1.0, "neo4j": 80.0, "networkx": 500.0, "graphml": 111.0}
 BYTES_PER_NODE = {"parquet": 3.0, "neo4j": 120.0, "networkx": 700.0, "graphml": 260.0}
-#: Relationships per second of ``neo4j-admin database import`` from this project's Parquet files,
-#: measured on a 2-core machine (docs/graph-model.md: "IMPORT DONE" of the load benchmark's slice,
-#: ~61k rels/s). Used to state the expected bulk import time; it scales with cores and disks.
-IMPORT_RELS_PER_SECOND = 61_000
+#: Relationships per second of a bulk load (writing the import files, neo4j-admin import, server
+#: stop and start) measured by benchmarks/load.py on a 17.4 M-relationship VGG16 slice on a shared
+#: 2-core machine (docs/graph-model.md). Used to state the expected bulk import time; it scales
+#: with cores and disks.
+IMPORT_RELS_PER_SECOND = 480_000
 
 
 def import_seconds(edges: int, rate: float = IMPORT_RELS_PER_SECOND) -> float:
