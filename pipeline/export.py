@@ -34,9 +34,12 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +82,14 @@ class ExportTooLarge(UsageError):
 KINDS: list[str] = [v for k, v in vars(schema.Kind).items() if not k.startswith("_")]
 
 
+_KINDS_LOCK = threading.Lock()
+
+
 def kind_code(name: str) -> int:
     if name not in KINDS:
-        KINDS.append(name)
+        with _KINDS_LOCK:  # Neo4j batches are decoded in fetch threads
+            if name not in KINDS:
+                KINDS.append(name)
     return KINDS.index(name)
 
 
@@ -221,12 +229,33 @@ def _concat_nodes(tables: list[pa.Table]) -> pa.Table:
     return table.combine_chunks()
 
 
+def _batch_runs(runs: list[tuple[int, int]], size: int) -> Iterator[tuple[list[int], list[int]]]:
+    """[lo, hi) runs as (los, his) lists covering at most ``size`` ids each (long runs split)."""
+    los: list[int] = []
+    his: list[int] = []
+    room = size
+    for lo, hi in runs:
+        while lo < hi:
+            take = min(hi - lo, room)
+            los.append(lo)
+            his.append(lo + take)
+            lo += take
+            room -= take
+            if room == 0:
+                yield los, his
+                los, his, room = [], [], size
+    if los:
+        yield los, his
+
+
 def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
     """Sorted unique ints as [lo, hi) runs."""
     if len(rows) == 0:
         return []
     breaks = np.flatnonzero(np.diff(rows) > 1) + 1
-    return [(int(r[0]), int(r[-1]) + 1) for r in np.split(rows, breaks)]
+    starts = rows[np.r_[0, breaks]]
+    stops = rows[np.r_[breaks - 1, len(rows) - 1]] + 1
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
 class ModelSource(Source):
@@ -351,7 +380,10 @@ class Neo4jSource(Source):
     holding a column per field (``collect(...)``), never a record per edge."""
 
     #: Edges fetched per query.
-    BATCH_EDGES = 1_000_000
+    BATCH_EDGES = 250_000
+    #: Edge queries running at once (the server works on the next batches while this process
+    #: decodes and builds the previous ones).
+    PARALLEL = 2
     #: Nodes fetched per query.
     BATCH_NODES = 200_000
 
@@ -364,6 +396,9 @@ class Neo4jSource(Source):
         self.conn = conn or server.connection(progress=progress)
         self._translate = g.translate
         self.driver = server.driver(self.conn)
+        # internal node id -> neuron id, sorted by internal id (see _neuron_ids)
+        self._ids_lock = threading.Lock()
+        self._internal = self._neuron = np.zeros(0, np.int64)
         try:
             with self._translate(self.conn.uri, f"export of {model!r}"):
                 self._read_layers()
@@ -401,57 +436,116 @@ class Neo4jSource(Source):
             for r in rows
         ]
 
-    @staticmethod
-    def _edges(rec, retry=None) -> Edges:
-        kinds = rec["ks"]
-        if len(kinds) > 1:
-            rec = retry()
-            codes = np.array([kind_code(k) for k in rec["k"]], np.uint8)
-        else:
-            codes = np.full(len(rec["s"]), kind_code(kinds[0]) if kinds else 0, np.uint8)
-        return Edges(np.array(rec["s"], np.int64), np.array(rec["t"], np.int64),
-                     np.array(rec["w"], np.float64).astype(np.float32), codes)
-
-    _RETURN = ("RETURN collect(a.id) AS s, collect(b.id) AS t, collect(r.weight) AS w, "
+    # id(a), not a.id: a property read per edge costs the server about a third of the query;
+    # the neuron ids of sources are looked up once per node (_neuron_ids). b.id is free: the
+    # match on it caches it.
+    _RETURN = ("RETURN collect(id(a)) AS s, collect(b.id) AS t, collect(r.weight) AS w, "
                "collect(DISTINCT r.kind) AS ks")
 
-    def _run(self, match: str, **params) -> Edges:
+    def _batch(self, match: str, params: dict) -> Edges:
+        """One batch of edges; runs in a fetch thread. Kinds come back as one distinct list; only
+        a batch that mixes kinds is read again with a kind per edge."""
         query = match + self._RETURN
         rec = self._query(query, m=self.model, **params)[0]
-        return self._edges(rec, lambda: self._query(query.replace("collect(DISTINCT r.kind) AS ks",
-                                                                  "collect(r.kind) AS k, [] AS ks"),
-                                                    m=self.model, **params)[0])
+        if len(rec["ks"]) > 1:
+            rec = self._query(query.replace("collect(DISTINCT r.kind) AS ks", "collect(r.kind) AS k"),
+                              m=self.model, **params)[0]
+            codes = np.array([kind_code(k) for k in rec["k"]], np.uint8)
+        else:
+            codes = np.full(len(rec["s"]), kind_code(rec["ks"][0]) if rec["ks"] else 0, np.uint8)
+        return Edges(self._neuron_ids(np.array(rec["s"], np.int64)), np.array(rec["t"], np.int64),
+                     np.array(rec["w"], np.float64).astype(np.float32), codes)
+
+    def _neuron_ids(self, internal: np.ndarray) -> np.ndarray:
+        """The neuron ids of internal node ids; unknown ones are read (one query per batch of
+        them, a direct record lookup each) and kept for the rest of the export."""
+
+        def lookup():
+            with self._ids_lock:
+                known, values = self._internal, self._neuron
+            pos = np.minimum(np.searchsorted(known, internal), max(len(known) - 1, 0))
+            hit = known[pos] == internal if len(known) else np.zeros(len(internal), bool)
+            return values, pos, hit
+
+        values, pos, hit = lookup()
+        if hit.all():
+            return values[pos]
+        miss = np.unique(internal[~hit])
+        got_i, got_n = [], []
+        for lo in range(0, len(miss), self.BATCH_NODES):
+            rec = self._query("UNWIND $x AS i MATCH (n) WHERE id(n) = i RETURN collect(i) AS i, collect(n.id) AS n",
+                              x=miss[lo : lo + self.BATCH_NODES].tolist())[0]
+            got_i.append(np.array(rec["i"], np.int64))
+            got_n.append(np.array(rec["n"], np.int64))
+        if sum(map(len, got_i)) != len(miss):
+            raise OutputError(f"neurons of model {self.model!r} disappeared from Neo4j during the export; "
+                              "rerun it once loads and drops are done")
+        with self._ids_lock:
+            both = np.concatenate([self._internal, *got_i])
+            uniq, first = np.unique(both, return_index=True)
+            self._internal, self._neuron = uniq, np.concatenate([self._neuron, *got_n])[first]
+        values, pos, hit = lookup()
+        return values[pos]
+
+    def _fetch(self, batches: list[tuple[str, dict]]) -> Iterator[Edges]:
+        """The edges of each (match, params) batch, in order, with up to :attr:`PARALLEL` queries
+        running ahead in threads: the server reads the next batches while the caller works."""
+        from collections import deque
+
+        if len(batches) <= 1:
+            for match, params in batches:
+                yield self._batch(match, params)
+            return
+        pool = ThreadPoolExecutor(self.PARALLEL, thread_name_prefix="cnngraph-export")
+        todo = iter(batches)
+        running: deque = deque()
+        try:
+            for match, params in todo:
+                running.append(pool.submit(self._batch, match, params))
+                if len(running) == self.PARALLEL:
+                    break
+            while running:
+                edges = running.popleft().result()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    running.append(pool.submit(self._batch, *nxt))
+                yield edges
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def edges(self, layer, targets=None, sources=None):
         fan_in = max(1, -(-layer.edges // max(layer.size, 1))) if layer.owns else 1
+        batches: list[tuple[str, dict]] = []
         if targets is not None:
             step = max(1, self.BATCH_EDGES // fan_in)
-            for lo in range(0, len(targets), step):
-                yield self._run("UNWIND $ids AS i MATCH (b:Neuron {model: $m, id: i}) "
-                                "MATCH (a)-[r:CONNECTS]->(b) ", ids=targets[lo:lo + step].tolist())
+            batches = [("UNWIND $ids AS i MATCH (b:Neuron {model: $m, id: i}) MATCH (a)-[r:CONNECTS]->(b) ",
+                        {"ids": targets[lo:lo + step].tolist()}) for lo in range(0, len(targets), step)]
         elif sources is not None:
             fan_out = max(1, -(-layer.edges // max(1, sum(hi - lo for lo, hi in layer.inputs))))
             step = max(1, self.BATCH_EDGES // fan_out)
-            for lo in range(0, len(sources), step):
-                yield self._run("UNWIND $ids AS i MATCH (a:Neuron {model: $m, id: i}) "
-                                "MATCH (a)-[r:CONNECTS]->(b) WHERE b.id >= $lo AND b.id < $hi ",
-                                ids=sources[lo:lo + step].tolist(), lo=layer.offset, hi=layer.stop)
+            batches = [("UNWIND $ids AS i MATCH (a:Neuron {model: $m, id: i}) "
+                        "MATCH (a)-[r:CONNECTS]->(b) WHERE b.id >= $lo AND b.id < $hi ",
+                        {"ids": sources[lo:lo + step].tolist(), "lo": layer.offset, "hi": layer.stop})
+                       for lo in range(0, len(sources), step)]
         elif layer.owns:
             step = max(1, self.BATCH_EDGES // fan_in)
-            for lo in range(layer.offset, layer.stop, step):
-                yield self._run("MATCH (b:Neuron {model: $m}) WHERE b.id >= $lo AND b.id < $hi "
-                                "MATCH (a)-[r:CONNECTS]->(b) ", lo=lo, hi=min(lo + step, layer.stop))
+            batches = [("MATCH (b:Neuron {model: $m}) WHERE b.id >= $lo AND b.id < $hi "
+                        "MATCH (a)-[r:CONNECTS]->(b) ", {"lo": lo, "hi": min(lo + step, layer.stop)})
+                       for lo in range(layer.offset, layer.stop, step)]
+        yield from self._fetch(batches)
 
     def nodes(self, ids):
+        """Runs of consecutive ids are read with one index range seek each (a layer or a slice of
+        one is a single run), not one seek per id."""
         tables = []
         types = {la.name: la.type for la in self.layers}
-        for lo in range(0, len(ids), self.BATCH_NODES):
+        for lo, hi in _batch_runs(_runs(ids), self.BATCH_NODES):
             rec = self._query(
-                "UNWIND $ids AS i MATCH (n:Neuron {model: $m, id: i}) RETURN collect(i) AS id, "
-                "collect(n.layer) AS layer, "
+                "UNWIND range(0, size($lo) - 1) AS k MATCH (n:Neuron {model: $m}) WHERE n.id >= $lo[k] AND n.id < $hi[k] "
+                "RETURN collect(n.id) AS id, collect(n.layer) AS layer, "
                 + ", ".join(f"collect(coalesce(n.{p}, -1)) AS {p}" for p in schema.POSITION)
                 + ", collect(n.bias) AS bias, collect(n.activation) AS act",
-                m=self.model, ids=ids[lo:lo + self.BATCH_NODES].tolist())[0]
+                m=self.model, lo=lo, hi=hi)[0]
             layer = pa.array(rec["layer"], pa.string()).dictionary_encode()
             ltype = pa.array([types.get(v, "") for v in layer.dictionary.to_pylist()], pa.string())
             tables.append(pa.table({
@@ -859,16 +953,26 @@ def to_networkx(source, *, force: bool = False, limit: int | None = None, progre
 
     src, engine = _session(source, selection, "networkx", limit, force, progress, conn)
     try:
-        parts = list(engine.run(force))
+        parts, data = [], []
+        for e in engine.run(force):  # attribute dicts made while a Neo4j source reads ahead
+            parts.append(e)
+            data.append(nx_sink.edge_data(e.weight, e.kind, KINDS))
         edges = Edges.concat(parts)
         del parts
+        data = list(chain.from_iterable(data))
         ids = engine.nodes.ids()
+        keys = np.empty(len(ids), dtype=object)
+        keys[:] = ids.tolist()
         G = nx.DiGraph(name=src.name)
-        keys = [nx_sink.add_nodes(G, t) for t in _node_tables(src, ids)]
-        keys_all = np.concatenate(keys) if keys else np.zeros(0, dtype=object)
-        for lo in range(0, len(edges), CHUNK_EDGES):
-            e = edges.take(slice(lo, lo + CHUNK_EDGES))
-            nx_sink.add_edges(G, ids, keys_all, e.source, e.target, nx_sink.edge_data(e.weight, e.kind, KINDS))
+        G.add_nodes_from(keys.tolist())  # id order; attributes come below
+        with ThreadPoolExecutor(1, thread_name_prefix="cnngraph-export") as pool:
+            tables = pool.submit(lambda: list(_node_tables(src, ids)))  # read while edges go in
+            for lo in range(0, len(edges), CHUNK_EDGES):
+                e = edges.take(slice(lo, lo + CHUNK_EDGES))
+                nx_sink.add_edges(G, ids, keys, e.source, e.target, data[lo : lo + CHUNK_EDGES])
+            del data
+            for t in tables.result():
+                nx_sink.add_nodes(G, t)
     finally:
         progress.finish()
         if src is not source:

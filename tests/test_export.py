@@ -309,6 +309,23 @@ def test_neo4j_source(tiny, loaded, neo4j_conn, selection, tmp_path):
     assert edge_map(nx.read_graphml(path, node_type=int)) == edge_map(want)
 
 
+def test_neo4j_small_batches(tiny, loaded, neo4j_conn, monkeypatch):
+    """Many batches: queries run ahead in threads, node id runs are split across queries, and the
+    neuron ids of sources are looked up in parts; a batch mixing kinds is read again per edge."""
+    graph, df, nodes, _ = tiny
+    monkeypatch.setattr(export.Neo4jSource, "BATCH_EDGES", 300)
+    monkeypatch.setattr(export.Neo4jSource, "BATCH_NODES", 7)
+    for selection in ({}, {"upstream_of": "out:1", "depth": 2}, {"downstream_of": "image:4,4,1", "depth": 2}):
+        want = export.to_networkx(graph, **selection)
+        G = export.to_networkx(loaded, conn=neo4j_conn, **selection)
+        assert edge_map(G) == edge_map(want) and set(G.nodes) == set(want.nodes)
+        check_nodes(G, nodes)
+    with export.Neo4jSource(loaded.removeprefix("neo4j:"), neo4j_conn) as src:
+        e = src._batch("MATCH (b:Neuron {model: $m}) MATCH (a)-[r:CONNECTS]->(b) ", {})
+    got = {(int(s), int(t)): (w, export.KINDS[k]) for s, t, w, k in zip(e.source, e.target, e.weight, e.kind, strict=True)}
+    assert got == frame_map(df) and len(set(df[schema.KIND])) > 1
+
+
 def test_neo4j_cypher(tiny, loaded, neo4j_conn):
     graph, df, _, _ = tiny
     q = ("MATCH (a:Neuron {model: 'export_tiny', layer: 'd1'})-[r:CONNECTS]->(b:Neuron) "
