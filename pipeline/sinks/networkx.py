@@ -67,11 +67,12 @@ def edge_data(weight: np.ndarray, kind_codes: np.ndarray, kind_names: list[str])
     wobj[:] = bits.view(np.float32).astype(np.float64).tolist()
     w = wobj[inv.reshape(-1)].tolist()
     used = np.unique(kind_codes)
-    if len(used) == 1:
-        k = kind_names[int(used[0])]
-        return [{W: a, K: k} for a in w]
-    kinds = np.array(kind_names, dtype=object)[kind_codes].tolist()
-    return [{W: a, K: b} for a, b in zip(w, kinds, strict=True)]
+    with no_gc():
+        if len(used) == 1:
+            k = kind_names[int(used[0])]
+            return [{W: a, K: k} for a in w]
+        kinds = np.array(kind_names, dtype=object)[kind_codes].tolist()
+        return [{W: a, K: b} for a, b in zip(w, kinds, strict=True)]
 
 
 def add_edges(G, node_ids: np.ndarray, node_keys: np.ndarray, source: np.ndarray, target: np.ndarray,
