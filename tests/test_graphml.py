@@ -71,6 +71,14 @@ def test_networkx_and_igraph_read_it(tmp_path):
     assert g.is_directed() and g.vcount() == len(ids) and g.ecount() == len(source)
     got = {(int(g.vs[e.source]["id"]), int(g.vs[e.target]["id"])): np.float32(e["weight"]) for e in g.es}
     assert got == dict(zip(zip(source.tolist(), target.tolist(), strict=True), weight.tolist(), strict=True))
+    # nodes follow the edges in the file: both readers still give them their attributes
+    text = path.read_text()
+    assert text.rindex("<edge ") < text.index("<node ")
+    by_id = {int(v["id"]): v for v in g.vs}
+    for i, nid in enumerate(ids.tolist()):
+        v = by_id[nid]
+        assert v["name"] == f"L{i % 3}&" and v["h"] == nid % 5 - 1
+        assert np.float32(v["bias"]) == nodes.column("bias")[i].as_py()
 
 
 def test_key_types_and_empty_graph(tmp_path):

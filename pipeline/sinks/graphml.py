@@ -9,15 +9,16 @@ Each matrix is written as it is; edge order is not meaningful in GraphML.
 Floats are written in the shortest form that reads back to the same float32 (Arrow's formatter,
 double-conversion ``ToShortestSingle``), so ``float(text)`` cast to float32 is bit-exact.
 
-The file appears under its final name only when complete: edges stream to a side file, then the
-header and nodes are written to ``PATH.tmp``, the edges appended, the footer written, and
-``PATH.tmp`` renamed to ``PATH``.
+The file is written once, in order, to ``PATH.tmp`` and renamed to ``PATH`` when complete: the
+header and keys, the edges as they stream in, then the nodes (their set is known only after the
+edges), then the footer. GraphML allows nodes and edges in any order inside ``<graph>``;
+``networkx.read_graphml`` and ``igraph.Graph.Read_GraphML`` read nodes that follow their edges
+(tested).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -255,7 +256,6 @@ class GraphMLWriter:
         if not parent.is_dir():
             raise OutputError(f"cannot write {self.path}: folder {parent} does not exist")
         self.tmp = self.path.with_name(self.path.name + ".tmp")
-        self.edges_tmp = self.path.with_name(self.path.name + ".edges.tmp")
         self.node_keys = {name: f"d{i}" for i, (name, _) in enumerate(node_attrs)}
         self.edge_keys = {name: f"d{i + len(node_attrs)}" for i, (name, _) in enumerate(edge_attrs)}
         self.keys = [("node", n, t, self.node_keys[n]) for n, t in node_attrs] + [
@@ -264,10 +264,15 @@ class GraphMLWriter:
         self.edge_count = 0
         self.node_count = 0
         self.bytes = 0
+        head = [HEADER] + [
+            f'<key id="{kid}" for="{for_}" attr.name="{escape(name)}" attr.type="{graphml_type(t)}"/>\n'
+            for for_, name, t, kid in self.keys
+        ] + ['<graph id="G" edgedefault="directed">\n']
         try:
-            self._edges = open(self.edges_tmp, "wb", buffering=1 << 22)
+            self._fh = open(self.tmp, "wb", buffering=1 << 22)
         except OSError as err:
             raise OutputError(f"cannot write {self.path}: {err}") from err
+        self._write([np.frombuffer("".join(head).encode(), np.uint8)])
 
     def __enter__(self) -> GraphMLWriter:
         return self
@@ -276,10 +281,10 @@ class GraphMLWriter:
         if exc_type is not None:
             self.abort()
 
-    def _write(self, fh, mats: list[np.ndarray]) -> None:
+    def _write(self, mats: list[np.ndarray]) -> None:
         try:
             for m in mats:
-                fh.write(m)
+                self._fh.write(m)
                 self.bytes += m.nbytes
         except OSError as err:
             self.abort()
@@ -296,10 +301,10 @@ class GraphMLWriter:
                 parts += [Const(f'<data key="{self.edge_keys[name]}">'.encode()),
                           _column(col[lo:hi]), Const(b"</data>")]
             parts.append(Const(b"</edge>\n"))
-            self._write(self._edges, render(parts, hi - lo))
+            self._write(render(parts, hi - lo))
         self.edge_count += n
 
-    def _nodes(self, fh, table: pa.Table) -> None:
+    def _nodes(self, table: pa.Table) -> None:
         ids = table.column(0).to_numpy()
         for lo in range(0, len(ids), RENDER_ROWS):
             part = table.slice(lo, RENDER_ROWS)
@@ -308,29 +313,19 @@ class GraphMLWriter:
                 parts += [Const(f'<data key="{self.node_keys[name]}">'.encode()),
                           _column(part.column(name)), Const(b"</data>")]
             parts.append(Const(b"</node>\n"))
-            self._write(fh, render(parts, part.num_rows))
+            self._write(render(parts, part.num_rows))
         self.node_count += len(ids)
 
     def close(self, node_tables) -> Path:
-        """Write the header and the nodes (tables whose first column is the node id), then the
-        edges, and rename the finished file to its final name."""
+        """Write the nodes (tables whose first column is the node id) and the footer, and rename
+        the finished file to its final name."""
         try:
-            self._edges.close()
-            with open(self.tmp, "wb", buffering=1 << 22) as fh:
-                head = [HEADER] + [
-                    f'<key id="{kid}" for="{for_}" attr.name="{escape(name)}" '
-                    f'attr.type="{graphml_type(t)}"/>\n'
-                    for for_, name, t, kid in self.keys
-                ] + ['<graph id="G" edgedefault="directed">\n']
-                fh.write("".join(head).encode())
-                for table in node_tables:
-                    self._nodes(fh, table)
-                fh.flush()
-                with open(self.edges_tmp, "rb") as src:
-                    _copy(src, fh)
-                fh.write(b"</graph>\n</graphml>\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            for table in node_tables:
+                self._nodes(table)
+            self._write([np.frombuffer(b"</graph>\n</graphml>\n", np.uint8)])
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
             os.replace(self.tmp, self.path)
         except OSError as err:
             self.abort()
@@ -338,37 +333,15 @@ class GraphMLWriter:
         except BaseException:
             self.abort()
             raise
-        finally:
-            self.edges_tmp.unlink(missing_ok=True)
         return self.path
 
     def abort(self) -> None:
-        """Remove the partial files (the final name is never created)."""
+        """Remove the partial file (the final name is never created)."""
         try:
-            self._edges.close()
+            self._fh.close()
         except OSError:
             pass
-        self.edges_tmp.unlink(missing_ok=True)
         self.tmp.unlink(missing_ok=True)
-
-
-def _copy(src, dst) -> None:
-    """Append file src to dst, in the kernel where possible."""
-    dst.flush()
-    size = os.fstat(src.fileno()).st_size
-    done = 0
-    try:
-        while done < size:
-            n = os.copy_file_range(src.fileno(), dst.fileno(), size - done)
-            if n == 0:
-                break
-            done += n
-    except (AttributeError, OSError):
-        src.seek(done)
-        dst.seek(0, os.SEEK_END)
-        shutil.copyfileobj(src, dst, 1 << 24)
-        return
-    dst.seek(0, os.SEEK_END)
 
 
 def _column(col) -> Texts | Ints | Const:
