@@ -188,7 +188,9 @@ def test_bulk_edges_match_add_edges_from():
     names = ["conv", "add", "dense"]
     keys = np.empty(len(ids), dtype=object)
     keys[:] = ids.tolist()
-    for codes in (kinds, np.zeros(n, np.uint8)):
+    by_target = np.argsort(target, kind="stable")  # grouped input takes the path without a sort
+    for codes, perm in ((kinds, np.arange(n)), (np.zeros(n, np.uint8), np.arange(n)), (kinds, by_target)):
+        source, target, weight, codes = source[perm], target[perm], weight[perm], codes[perm]
         G, H = nx.DiGraph(), nx.DiGraph()
         for g in (G, H):
             g.add_nodes_from(keys.tolist())

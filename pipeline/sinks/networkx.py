@@ -88,14 +88,19 @@ def add_edges(G, node_ids: np.ndarray, node_keys: np.ndarray, source: np.ndarray
         if G.is_multigraph() or not G.is_directed() or not hasattr(G, "_pred"):
             G.add_edges_from(zip(node_keys[si].tolist(), node_keys[ti].tolist(), data, strict=True))
             return
-        objs = np.empty(len(si), dtype=object)
-        objs[:] = data
+        objs = None
         for group, other, adj in ((si, ti, G._succ), (ti, si, G._pred)):
-            order = np.argsort(group, kind="stable")
-            g = group[order]
+            if (group[1:] >= group[:-1]).all():  # already grouped (Neo4j batches are, by target)
+                g, nbrs, datas = group, node_keys[other].tolist(), data
+            else:
+                if objs is None:
+                    objs = np.empty(len(si), dtype=object)
+                    objs[:] = data
+                order = np.argsort(group, kind="stable")
+                g, nbrs, datas = group[order], node_keys[other[order]].tolist(), objs[order].tolist()
             starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
             counts = np.diff(np.r_[starts, len(g)])
-            pairs = zip(node_keys[other[order]].tolist(), objs[order].tolist(), strict=True)
+            pairs = zip(nbrs, datas, strict=True)
             for node, n in zip(node_keys[g[starts]].tolist(), counts.tolist(), strict=True):
                 adj[node].update(islice(pairs, n))
     if cache := getattr(G, "__networkx_cache__", None):  # as networkx's own mutators do
