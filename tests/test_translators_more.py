@@ -372,7 +372,34 @@ APPLICATIONS = [
     pytest.param("densenet121", (32, 32, 3), True, marks=pytest.mark.slow),  # Concatenate, top
     pytest.param("nasnet_mobile", (32, 32, 3), False, marks=pytest.mark.slow),  # SeparableConv, Cropping
     pytest.param("inception_resnet_v2", (75, 75, 3), False, marks=pytest.mark.slow),  # CustomScaleLayer
+    # the rest of the architecture issue's list (mobilenet_v3_* and convnext_tiny: test_applications.py)
+    pytest.param("resnet50_v2", (32, 32, 3), False, marks=pytest.mark.slow),
+    pytest.param("resnet101", (32, 32, 3), False, marks=pytest.mark.slow),
+    pytest.param("mobilenet", (32, 32, 3), False, marks=pytest.mark.slow),
+    pytest.param("inception_v3", (75, 75, 3), False, marks=pytest.mark.slow),
+    pytest.param("xception", (71, 71, 3), False, marks=pytest.mark.slow),  # SeparableConv2D split
+    pytest.param("efficientnet_v2_b0", (32, 32, 3), False, marks=pytest.mark.slow),
 ]
+
+#: Planned with the classifier at their native 224 input (analytic: nothing is generated).
+WITH_TOP = [
+    "resnet50", "resnet50_v2", "resnet101", "mobilenet", "mobilenet_v2", "mobilenet_v3_small",
+    "mobilenet_v3_large", "densenet121", "inception_v3", "inception_resnet_v2", "xception",
+    "efficientnet_b0", "efficientnet_v2_b0", "nasnet_mobile", "convnext_tiny",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", WITH_TOP)
+def test_plan_with_top_at_native_input(name):
+    from pipeline.layers import registry
+    from pipeline.model import ModelSpec, build
+
+    _, graph = build(ModelSpec(name))
+    p = plan(graph)
+    assert p.edges == sum(registry.get(s.type, s.name).count_edges(s) for s in graph.layers) > 0
+    assert p.nodes == sum(s.output.size for s in graph.layers if s.makes_neurons)
+    assert graph.layers[-1].output.shape == (1000,)  # the classifier is there
 
 
 @pytest.mark.parametrize("name, shape, top", APPLICATIONS)
