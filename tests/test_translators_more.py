@@ -381,7 +381,8 @@ APPLICATIONS = [
     pytest.param("efficientnet_v2_b0", (32, 32, 3), False, marks=pytest.mark.slow),
 ]
 
-#: Planned with the classifier at their native 224 input (analytic: nothing is generated).
+#: Planned with the classifier at their native input, 224 (299 for the Inception family and
+#: Xception); analytic: nothing is generated.
 WITH_TOP = [
     "resnet50", "resnet50_v2", "resnet101", "mobilenet", "mobilenet_v2", "mobilenet_v3_small",
     "mobilenet_v3_large", "densenet121", "inception_v3", "inception_resnet_v2", "xception",
@@ -395,7 +396,8 @@ def test_plan_with_top_at_native_input(name):
     from pipeline.layers import registry
     from pipeline.model import ModelSpec, build
 
-    _, graph = build(ModelSpec(name))
+    native = (224, 224, 3) if name.startswith("mobilenet_v3") else None  # built with (None, None, 3)
+    _, graph = build(ModelSpec(name, native))
     p = plan(graph)
     assert p.edges == sum(registry.get(s.type, s.name).count_edges(s) for s in graph.layers) > 0
     assert p.nodes == sum(s.output.size for s in graph.layers if s.makes_neurons)
