@@ -59,7 +59,7 @@ class LocalExecutor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        from pipeline.graph_store import save_graph
+        from pipeline.graph_store import save_graph, without_weights
 
         ctx = multiprocessing.get_context("spawn")
         with ExitStack() as stack:
@@ -67,7 +67,7 @@ class LocalExecutor:
             if wdir is None or not Path(wdir).is_dir():  # weights in memory: save them once, map them in workers
                 wdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cnngraph-weights-"))
                 save_graph(graph, wdir)
-            light = _without_weights(graph)
+            light = without_weights(graph)
             with ProcessPoolExecutor(
                 min(self.workers, len(tasks)), mp_context=ctx, initializer=_init_worker, initargs=(light, wdir)
             ) as pool:
@@ -78,15 +78,6 @@ class LocalExecutor:
                 finally:
                     for fut in futures:
                         fut.cancel()
-
-
-def _without_weights(graph: ModelGraph) -> ModelGraph:
-    layers = []
-    for spec in graph.layers:
-        light = copy.copy(spec)
-        light.weights = dict.fromkeys(spec.weights)
-        layers.append(light)
-    return ModelGraph(graph.name, layers, graph.total_neurons, graph.spec)
 
 
 _WORKER_GRAPH: ModelGraph | None = None
@@ -133,6 +124,8 @@ class DaskExecutor:
     def run(self, graph: ModelGraph, tasks: list[Task], out: Path | RemotePath | None, max_edges: int) -> Iterator[Any]:
         import distributed
 
+        from pipeline.extract import run_task
+
         if isinstance(out, Path):
             out = out.resolve()  # workers may run elsewhere: an absolute path on shared storage
         client = self._client()
@@ -142,7 +135,7 @@ class DaskExecutor:
             for task in tasks:
                 if task.layer not in per_layer:  # each layer's weights travel once, to workers that need them
                     per_layer[task.layer] = client.scatter(_one_layer(graph, task.layer), hash=False)
-                futures.append(client.submit(_run_dask_task, per_layer[task.layer], task, out, max_edges, pure=False))
+                futures.append(client.submit(run_task, per_layer[task.layer], task, out, max_edges, pure=False))
             try:
                 for fut in distributed.as_completed(futures):
                     yield fut.result()
@@ -158,17 +151,13 @@ def _one_layer(graph: ModelGraph, index: int) -> ModelGraph:
     """The graph with only layer index's weights, as plain arrays (memory maps do not travel)."""
     import numpy as np
 
-    light = _without_weights(graph)
+    from pipeline.graph_store import without_weights
+
+    light = without_weights(graph)
     spec = copy.copy(graph.layers[index])
     spec.weights = {k: np.ascontiguousarray(v) for k, v in spec.weights.items()}
     light.layers[index] = spec
     return light
-
-
-def _run_dask_task(graph: ModelGraph, task: Task, out: Path | RemotePath | None, max_edges: int):
-    from pipeline.extract import run_task
-
-    return run_task(graph, task, out, max_edges)
 
 
 def make_executor(name: str = "local", workers: int | None = None, scheduler: Any = None) -> Executor:

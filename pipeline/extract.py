@@ -244,47 +244,26 @@ def run_task(graph: ModelGraph, task: Task, out: Path | None, max_edges: int = C
     """
     spec = graph.layers[task.layer]
     count, checksum = 0, 0
-    rel = f"{schema.EDGES_DIR}/{layer_dir(spec)}/part-{task.seq:05d}.parquet"
-    path = None if out is None else out / rel
-    writer = None
-    pending: list[EdgeChunk] = []
-    pending_rows = 0
-
-    def flush() -> None:
-        nonlocal pending, pending_rows
-        if pending:
-            writer.write_table(pa.concat_tables([edge_table(c) for c in pending]), row_group_size=pending_rows)
-        pending, pending_rows = [], 0
-
     gen = min(max_edges, CACHE_EDGES)
+
+    def tables(arena) -> Iterator[pa.Table]:
+        nonlocal count, checksum
+        for chunk in task_edges(graph, task, gen):
+            count += len(chunk)
+            checksum = _add(checksum, edge_checksum(chunk.source, chunk.target, chunk.weight, chunk.kind, arena.scratch))
+            if out is not None:  # the buffers are reused by the next chunk: keep copies
+                yield edge_table(EdgeChunk(chunk.source.copy(), chunk.target.copy(), chunk.weight.copy(), chunk.kind))
+
     with reused_buffers(gen) as arena:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            writer = storage.parquet_writer(tmp, schema.EDGE_SCHEMA, **parquet_options(schema.EDGE_SCHEMA))
-        try:
-            for chunk in task_edges(graph, task, gen):
-                count += len(chunk)
-                checksum = _add(checksum, edge_checksum(chunk.source, chunk.target, chunk.weight, chunk.kind, arena.scratch))
-                if writer is None:
-                    continue
-                if len(chunk) >= max_edges // 2:
-                    flush()
-                    writer.write_table(edge_table(chunk), row_group_size=len(chunk))
-                else:
-                    pending.append(EdgeChunk(chunk.source.copy(), chunk.target.copy(), chunk.weight.copy(), chunk.kind))
-                    pending_rows += len(chunk)
-                    if pending_rows >= max_edges:
-                        flush()
-            if writer is not None:
-                flush()
-        finally:
-            if writer is not None:
-                writer.close()
-    if path is None:
-        return TaskResult(task.layer, task.seq, count, checksum, None)
-    storage.replace(tmp, path)
-    return TaskResult(task.layer, task.seq, count, checksum, rel, storage.sha256(path))
+        if out is None:
+            for _ in tables(arena):
+                pass
+            return TaskResult(task.layer, task.seq, count, checksum, None)
+        rel = f"{schema.EDGES_DIR}/{layer_dir(spec)}/part-{task.seq:05d}.parquet"
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        digest = _write_parquet(path, tables(arena), schema.EDGE_SCHEMA, row_group=max_edges)
+    return TaskResult(task.layer, task.seq, count, checksum, rel, digest)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,17 +37,22 @@ def save_graph(graph: ModelGraph, folder: str | Path) -> Path:
     """Write graph to folder: one .npy file per weight array and the rest as a pickle."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    layers = []
     for spec in graph.layers:
         for name, value in spec.weights.items():
             np.save(weight_file(folder, spec.index, name), np.asarray(value))
+    with open(folder / GRAPH_FILE, "wb") as fh:
+        pickle.dump(without_weights(graph), fh, protocol=pickle.HIGHEST_PROTOCOL)
+    return folder
+
+
+def without_weights(graph: ModelGraph) -> ModelGraph:
+    """A shallow copy of graph whose layers keep their weights' names but not their values."""
+    layers = []
+    for spec in graph.layers:
         light = copy.copy(spec)
         light.weights = dict.fromkeys(spec.weights)
         layers.append(light)
-    skeleton = ModelGraph(graph.name, layers, graph.total_neurons, graph.spec)
-    with open(folder / GRAPH_FILE, "wb") as fh:
-        pickle.dump(skeleton, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    return folder
+    return ModelGraph(graph.name, layers, graph.total_neurons, graph.spec)
 
 
 def load_weights(graph: ModelGraph, folder: str | Path) -> ModelGraph:
