@@ -76,10 +76,11 @@ def model_spec(model: str, input_shape: str | None, no_top: bool, weights: str |
 
 def note_weights(spec, progress) -> None:
     """Tell the user when an application's weights are seeded random ones."""
-    if spec.weights is None and not Path(spec.source).exists():
-        progress.message(
-            f"note: {spec.source} uses seeded random weights (seed {spec.seed}); pass --weights for trained ones"
-        )
+    from pipeline.model import random_weights_note
+
+    note = random_weights_note(spec)
+    if note:
+        progress.message(note)
 
 
 def build_graph(model: str, input_shape: str | None, no_top: bool, weights: str | None, seed: int, progress):

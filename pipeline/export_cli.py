@@ -41,7 +41,7 @@ def export_command(source, out, fmt, input_shape, no_top, weights, seed, layers,
     from pathlib import Path
 
     from pipeline import export
-    from pipeline.model import ModelSpec, parse_input_shape
+    from pipeline.model import ModelSpec, parse_input_shape, random_weights_note
     from pipeline.plan import human_bytes
     from pipeline.progress import TqdmProgress
 
@@ -50,8 +50,9 @@ def export_command(source, out, fmt, input_shape, no_top, weights, seed, layers,
         src = source
         if not source.startswith(export.NEO4J_PREFIX) and not Path(source).is_dir():
             src = ModelSpec(source, parse_input_shape(input_shape), not no_top, weights, seed)
-            if weights is None and not Path(source).exists():
-                progress.message(f"note: {source} uses seeded random weights (seed {seed})")
+            note = random_weights_note(src)
+            if note:
+                progress.message(note)
         elif input_shape or no_top or weights:
             raise click.UsageError("--input-shape, --no-top and --weights apply to model sources only")
         result = export.export(

@@ -132,6 +132,13 @@ class ModelGraph:
         return self.layers.index(self.layer(token))
 
 
+def random_weights_note(spec: ModelSpec) -> str | None:
+    """The notice a user must see when an application gets seeded random weights, else None."""
+    if spec.weights is None and not Path(spec.source).exists():
+        return f"note: {spec.source} uses seeded random weights (seed {spec.seed}); pass --weights for trained ones"
+    return None
+
+
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     """Parse ``H,W,C`` (any rank) into a tuple of positive ints."""
     if text is None or text == "":
