@@ -93,20 +93,21 @@ def node_table(spec: LayerSpec, flat: np.ndarray) -> pa.Table:
     return pa.table(
         {
             schema.ID: flat + spec.output.offset,
-            schema.LAYER: _constant(spec.name, n),
-            schema.LAYER_TYPE: _constant(spec.type, n),
+            schema.LAYER: constant_column(spec.name, n),
+            schema.LAYER_TYPE: constant_column(spec.type, n),
             **{
                 p: np.full(n, -1, np.int32) if i < missing else pos[i - missing].astype(np.int32)
                 for i, p in enumerate(schema.POSITION)
             },
             schema.BIAS: np.zeros(n, np.float32) if bias is None else np.asarray(bias, np.float32)[pos[-1]],
-            schema.ACTIVATION: _constant(tr.activation(spec), n),
+            schema.ACTIVATION: constant_column(tr.activation(spec), n),
         },
         schema=schema.NODE_SCHEMA,
     )
 
 
-def _constant(value: str, n: int) -> pa.DictionaryArray:
+def constant_column(value: str, n: int) -> pa.DictionaryArray:
+    """A dictionary-encoded string column holding one value n times."""
     return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
 
 
@@ -116,7 +117,7 @@ def edge_table(chunk: EdgeChunk) -> pa.Table:
             schema.SOURCE: chunk.source,
             schema.TARGET: chunk.target,
             schema.WEIGHT: chunk.weight,
-            schema.KIND: _constant(chunk.kind, len(chunk)),
+            schema.KIND: constant_column(chunk.kind, len(chunk)),
         },
         schema=schema.EDGE_SCHEMA,
     )

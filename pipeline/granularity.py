@@ -49,6 +49,17 @@ import pyarrow as pa
 
 from pipeline import schema
 from pipeline.errors import OutputError, UnsupportedLayerError, UsageError
+from pipeline.extract import (
+    ExtractResult,
+    _add,
+    _prepare,
+    _write_json_atomic,
+    _write_parquet,
+    constant_column,
+    edge_checksum,
+    layer_dir,
+    node_checksum,
+)
 from pipeline.layers import registry
 from pipeline.model import LayerSpec, ModelGraph, Tensor
 from pipeline.plan import BYTES_PER_EDGE, BYTES_PER_NODE, LayerPlan, Plan, selection
@@ -413,11 +424,11 @@ def channel_nodes(cg: ChannelGraph, spec: LayerSpec) -> pa.Table | None:
     return pa.table(
         {
             schema.ID: cg.target_id(spec) + np.arange(n, dtype=np.int64),
-            schema.LAYER: _constant(spec.name, n),
-            schema.LAYER_TYPE: _constant(spec.type, n),
+            schema.LAYER: constant_column(spec.name, n),
+            schema.LAYER_TYPE: constant_column(spec.type, n),
             **cols,
             schema.BIAS: b,
-            schema.ACTIVATION: _constant(tr.activation(spec), n),
+            schema.ACTIVATION: constant_column(tr.activation(spec), n),
         },
         schema=schema.NODE_SCHEMA,
     )
@@ -443,7 +454,7 @@ def channel_edge_table(src, tgt, kernel: np.ndarray, kind: str, how: str) -> pa.
             schema.SOURCE: np.asarray(src, np.int64),
             schema.TARGET: np.asarray(tgt, np.int64),
             schema.WEIGHT: aggregate(kernel, how),
-            schema.KIND: _constant(kind, n),
+            schema.KIND: constant_column(kind, n),
             schema.KERNEL: kernels,
         },
         schema=schema.CHANNEL_EDGE_SCHEMA,
@@ -479,15 +490,11 @@ def layer_edges(graph: ModelGraph, spec: LayerSpec, names: set[str]) -> pa.Table
             schema.SOURCE: np.array([p[0] for p in pairs], np.int64),
             schema.TARGET: np.full(n, spec.index, np.int64),
             schema.WEIGHT: np.ones(n, np.float32),
-            schema.KIND: _constant(Kind.TENSOR, n),
+            schema.KIND: constant_column(Kind.TENSOR, n),
             schema.SHAPE: pa.array([list(p[1].shape) for p in pairs], pa.list_(pa.int32())),
         },
         schema=schema.LAYER_EDGE_SCHEMA,
     )
-
-
-def _constant(value: str, n: int) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,16 +515,6 @@ def extract_coarse(
     ``output_shape``/``params``/``config`` (layer nodes) and ``shape`` (layer edges). Coarse graphs
     are small, so they are written in-process.
     """
-    from pipeline.extract import (
-        ExtractResult,
-        _add,
-        _prepare,
-        _write_json_atomic,
-        _write_parquet,
-        edge_checksum,
-        layer_dir,
-        node_checksum,
-    )
 
     check_granularity(granularity)
     aggregate(np.zeros((1, 1)), how)  # validates the aggregate before any work
