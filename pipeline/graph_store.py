@@ -10,6 +10,8 @@ imports TensorFlow and its worker processes share the weights through the page c
 from __future__ import annotations
 
 import copy
+import math
+import os
 import pickle
 import shutil
 import subprocess
@@ -33,13 +35,54 @@ def weight_file(folder: str | Path, index: int, name: str) -> Path:
     return Path(folder) / f"{index}-{name}.npy"
 
 
-def save_graph(graph: ModelGraph, folder: str | Path) -> Path:
-    """Write graph to folder: one .npy file per weight array and the rest as a pickle."""
+class WeightSpool:
+    """A :func:`~pipeline.model.walk` reader that writes each variable to a file and maps it back.
+
+    The walk then holds no copy of the weights beside TensorFlow's own; :func:`save_graph` links
+    the spooled files to their final names instead of writing them again.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.files: dict[int, tuple[np.ndarray, Path]] = {}  # id(array) -> (array, file)
+
+    def __call__(self, var) -> np.ndarray:
+        value = np.asarray(var.numpy())
+        if value.size == 0:  # an empty file cannot be mapped
+            return value
+        path = self.folder / f"spool-{len(self.files)}.npy"
+        np.save(path, value)
+        del value
+        mapped = np.load(path, mmap_mode="r")
+        self.files[id(mapped)] = (mapped, path)
+        return mapped
+
+    def remove(self) -> None:
+        """Delete the spool files (arrays linked or mapped elsewhere stay valid)."""
+        for _, path in self.files.values():
+            path.unlink(missing_ok=True)
+        self.files.clear()
+
+
+def save_graph(graph: ModelGraph, folder: str | Path, spool: WeightSpool | None = None) -> Path:
+    """Write graph to folder: one .npy file per weight array and the rest as a pickle.
+
+    Arrays that ``spool`` wrote are hard-linked (or copied, where links fail) to their names.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    spooled = spool.files if spool is not None else {}
     for spec in graph.layers:
         for name, value in spec.weights.items():
-            np.save(weight_file(folder, spec.index, name), np.asarray(value))
+            target = weight_file(folder, spec.index, name)
+            entry = spooled.get(id(value))
+            if entry is not None and entry[0] is value:
+                try:
+                    os.link(entry[1], target)
+                    continue
+                except OSError:  # another filesystem, or no hard links: write it
+                    pass
+            np.save(target, np.asarray(value))
     with open(folder / GRAPH_FILE, "wb") as fh:
         pickle.dump(without_weights(graph), fh, protocol=pickle.HIGHEST_PROTOCOL)
     return folder
@@ -80,8 +123,12 @@ def build_in_child(spec: ModelSpec, folder: str | Path) -> ModelGraph:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "spec.pkl", "wb") as fh:
         pickle.dump(spec, fh)
+    env = dict(os.environ)
+    # oneDNN keeps its scratch memory (2x the largest initialiser's output: 0.8 GB for VGG16's fc1)
+    # for the life of the process; the child runs no convolutions, and the weights are the same.
+    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.graph_store", str(folder)], capture_output=True, text=True
+        [sys.executable, "-m", "pipeline.graph_store", str(folder)], capture_output=True, text=True, env=env
     )
     if (folder / ERROR_FILE).exists():
         with open(folder / ERROR_FILE, "rb") as fh:
@@ -107,15 +154,63 @@ def isolated_graph(spec: ModelSpec, folder: str | Path | None = None) -> Iterato
             shutil.rmtree(path, ignore_errors=True)
 
 
+#: Random draws of at least this many values run as a tf.function in the child (see _lean_random).
+LEAN_RANDOM_MIN_SIZE = 1 << 20
+
+
+@contextmanager
+def _lean_random(min_size: int = LEAN_RANDOM_MIN_SIZE) -> Iterator[None]:
+    """Run Keras's large seeded random draws as tf.functions while a model is built.
+
+    Eagerly, ``uniform`` holds three full-size buffers at once (the raw draw, its scaled copy and
+    the result: 1.2 GB for VGG16's fc1); in a graph TensorFlow reuses the dying buffer, one fewer.
+    The ops, seeds and therefore the values are the same (tested). Keras versions without this
+    module layout are left untouched.
+    """
+    from pipeline.model import _quiet_tensorflow
+
+    _quiet_tensorflow()
+    try:
+        import tensorflow as tf
+        from keras.src import backend
+    except ImportError:
+        yield
+        return
+    module = getattr(backend, "random", None)
+    names = [n for n in ("uniform", "normal", "truncated_normal") if hasattr(module, n)]
+    if backend.backend() != "tensorflow" or not names:
+        yield
+        return
+    originals = {name: getattr(module, name) for name in names}
+
+    def lean(draw):
+        def call(shape, *args, seed=None, **kwargs):
+            if isinstance(seed, int) and math.prod(shape) >= min_size:
+                return tf.function(lambda: draw(shape, *args, seed=seed, **kwargs), autograph=False)()
+            return draw(shape, *args, seed=seed, **kwargs)
+
+        return call
+
+    for name, draw in originals.items():
+        setattr(module, name, lean(draw))
+    try:
+        yield
+    finally:
+        for name, draw in originals.items():
+            setattr(module, name, draw)
+
+
 def _child_main(folder: str) -> int:
     from pipeline.model import build
 
     path = Path(folder)
     with open(path / "spec.pkl", "rb") as fh:
         spec = pickle.load(fh)
+    spool = WeightSpool(path)
     try:
-        _, graph = build(spec)
-        save_graph(graph, path)
+        with _lean_random():
+            _, graph = build(spec, spool)
+        save_graph(graph, path, spool)
     except CnnGraphError as err:
         try:  # errors with structured constructors may not survive pickling: keep their message
             blob = pickle.dumps(err)
@@ -124,6 +219,8 @@ def _child_main(folder: str) -> int:
             blob = pickle.dumps(ModelError(str(err)))
         (path / ERROR_FILE).write_bytes(blob)
         return 3
+    finally:
+        spool.remove()
     return 0
 
 

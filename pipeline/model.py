@@ -12,6 +12,7 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -329,8 +330,17 @@ def _shape(tensor) -> tuple[int, ...]:
     return tuple(int(d) for d in dims)
 
 
-def walk(model, spec: ModelSpec | None = None) -> ModelGraph:
-    """Walk a built Keras model's layer graph (functional or Sequential) into a ModelGraph."""
+def read_weight(var) -> np.ndarray:
+    """A numpy copy of a Keras variable's value (the default reader of :func:`walk`)."""
+    return np.asarray(var.numpy())
+
+
+def walk(model, spec: ModelSpec | None = None, reader: Callable[[Any], np.ndarray] = read_weight) -> ModelGraph:
+    """Walk a built Keras model's layer graph (functional or Sequential) into a ModelGraph.
+
+    ``reader`` turns each variable into an array; :mod:`pipeline.graph_store` passes one that
+    writes it to a file and maps it back, so no second copy of the weights stays in memory.
+    """
     from pipeline.layers import registry
 
     if not getattr(model, "built", False) or not getattr(model, "outputs", None):
@@ -409,7 +419,7 @@ def walk(model, spec: ModelSpec | None = None) -> ModelGraph:
             out = Tensor(key=len(tensors), shape=shape, offset=offset, owner=name)
             offset += out.size
         tensors[id(out_t)] = out
-        weights = {_weight_name(v): np.asarray(v.numpy()) for v in getattr(op, "weights", ())}
+        weights = {_weight_name(v): reader(v) for v in getattr(op, "weights", ())}
         inbound = [layer_of_tensor[id(t)] for t in node.input_tensors]
         layer_of_tensor[id(out_t)] = name
         layers.append(
@@ -442,7 +452,7 @@ def _weight_name(var) -> str:
     return var.path.rsplit("/", 1)[-1]
 
 
-def build(spec: ModelSpec) -> tuple[Any, ModelGraph]:
-    """Load the model a spec names and walk it."""
+def build(spec: ModelSpec, reader: Callable[[Any], np.ndarray] = read_weight) -> tuple[Any, ModelGraph]:
+    """Load the model a spec names and walk it (``reader`` as in :func:`walk`)."""
     model = load_model(spec)
-    return model, walk(model, spec)
+    return model, walk(model, spec, reader)

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -16,8 +17,8 @@ from pipeline.cli import cli
 from pipeline.errors import ModelError, UsageError
 from pipeline.executors import DaskExecutor, LocalExecutor, make_executor
 from pipeline.extract import extract
-from pipeline.graph_store import isolated_graph, load_graph, save_graph
-from pipeline.model import ModelSpec, walk
+from pipeline.graph_store import LEAN_RANDOM_MIN_SIZE, _lean_random, isolated_graph, load_graph, save_graph
+from pipeline.model import ModelSpec, build, walk
 from tests.helpers import keras, sequential
 
 L = keras().layers
@@ -107,6 +108,33 @@ def test_graph_built_in_child_process(model_file, reference):
         res = extract(graph, None, task_size=300, max_edges=500)
     key = ("name", "edges", "edge_checksum", "node_checksum")
     assert [[e[k] for k in key] for e in res.manifest["layers"]] == [[e[k] for k in key] for e in reference[1].manifest["layers"]]
+
+
+def test_child_builds_the_same_weights_as_this_process():
+    """The child spools weights to files and draws large initialisers as tf.functions (oneDNN
+    off): VGG16's 2.4 M-value block5 kernels take that path and must come out bit-identical."""
+    spec = ModelSpec("vgg16", input_shape=(32, 32, 3), include_top=False)
+    _, here = build(spec)
+    assert max(w.size for la in here.layers for w in la.weights.values()) >= LEAN_RANDOM_MIN_SIZE
+    with isolated_graph(spec) as graph:
+        assert [la.type for la in graph.layers] == [la.type for la in here.layers]
+        for mine, theirs in zip(here.layers, graph.layers, strict=True):
+            assert mine.weights.keys() == theirs.weights.keys()
+            for name, value in mine.weights.items():
+                assert np.array_equal(value, theirs.weights[name]), (mine.name, name)
+        assert not list(Path(graph.weights_dir).glob("spool-*"))
+
+
+@pytest.mark.parametrize("init", ["glorot_uniform", "he_normal", "lecun_normal", "random_normal",
+                                  "random_uniform", "truncated_normal", "variance_scaling"])
+def test_lean_random_draws_the_same_values(init):
+    initializers = keras().initializers
+    for seed in (0, 7):
+        plain = np.asarray(initializers.get({"class_name": init, "config": {"seed": seed}})((64, 33)))
+        with _lean_random(min_size=1):
+            lean = np.asarray(initializers.get({"class_name": init, "config": {"seed": seed}})((64, 33)))
+        assert np.array_equal(plain, lean)
+        assert plain.std() > 0
 
 
 def test_child_process_errors_are_raised_here():
