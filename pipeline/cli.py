@@ -100,7 +100,13 @@ def build_graph(model: str, input_shape: str | None, no_top: bool, weights: str 
 @granularity_option
 def plan(model, input_shape, no_top, weights, seed, layers, as_json, granularity):
     """Exact node and edge counts per layer, and the size in each sink (nothing is generated)."""
-    from pipeline.plan import IMPORT_RELS_PER_SECOND, human_bytes, human_seconds, import_seconds
+    from pipeline.plan import (
+        IMPORT_RELS_PER_SECOND,
+        human_bytes,
+        human_seconds,
+        import_file_bytes,
+        import_seconds,
+    )
     from pipeline.plan import plan as make_plan
 
     _, graph = build_graph(model, input_shape, no_top, weights, seed, _progress(as_json))
@@ -117,7 +123,9 @@ def plan(model, input_shape, no_top, weights, seed, layers, as_json, granularity
     click.echo("estimated size: " + ", ".join(f"{k} {human_bytes(v)}" for k, v in p.bytes.items()))
     if "neo4j" in p.bytes:
         click.echo(
-            f"neo4j bulk import: store about {human_bytes(p.bytes['neo4j'])}, import about "
+            f"neo4j bulk import: files about {human_bytes(import_file_bytes(p.edges, p.nodes))} (csv.gz; "
+            f"{human_bytes(import_file_bytes(p.edges, p.nodes, 'csv'))} as csv), "
+            f"store about {human_bytes(p.bytes['neo4j'])}, import about "
             f"{human_seconds(import_seconds(p.edges))} at {IMPORT_RELS_PER_SECOND:,} relationships/s (measured, 2 cores)"
         )
 

@@ -12,17 +12,32 @@ from pipeline.layers import registry
 from pipeline.model import LayerSpec, ModelGraph
 
 #: Bytes per edge and per node of each sink. Parquet: an upper bound of this project's writer
-#: (conv layers measure 0.1-0.5, dense layers up to ~4.5; benchmarks/extract.py); Neo4j: the
-#: store after a bulk load, 80.4 B per relationship with nodes and indexes (benchmarks/load.py);
-#: NetworkX: a DiGraph with weight/kind attributes (benchmarks/export.py measured ~344);
-#: GraphML: the streaming writer, measured ~111 per edge line.
+#: (the plan itself uses parquet_bytes); Neo4j: the store after a bulk load, 80.4 B per
+#: relationship with nodes and indexes (benchmarks/load.py); NetworkX: a DiGraph with weight/kind
+#: attributes (benchmarks/export.py measured ~344); GraphML: the streaming writer, ~111 per edge line.
 BYTES_PER_EDGE = {"parquet": 1.0, "neo4j": 80.0, "networkx": 500.0, "graphml": 111.0}
 BYTES_PER_NODE = {"parquet": 3.0, "neo4j": 120.0, "networkx": 700.0, "graphml": 260.0}
+#: Parquet edge bytes = PARQUET_EDGE * edges + PARQUET_WEIGHT * (distinct weights, at most one per
+#: edge): ids delta-pack to ~0.3 B per edge, and each distinct float32 weight costs its 4 bytes
+#: about once. Fitted on VGG16, ResNet50 and MobileNetV2 extractions (per layer within ~35%; the
+#: full VGG16 estimate is 5.0 GB, 4.7 GB measured); dense layers (no repeats) measure 4.03 B/edge.
+PARQUET_EDGE = 0.3
+PARQUET_WEIGHT = 4.0
+PARQUET_NODE = 1.0
 #: Relationships per second of a bulk load (writing the import files, neo4j-admin import, server
 #: stop and start) measured by benchmarks/load.py on a 17.4 M-relationship VGG16 slice on a shared
 #: 2-core machine (docs/graph-model.md). Used to state the expected bulk import time; it scales
 #: with cores and disks.
 IMPORT_RELS_PER_SECOND = 480_000
+#: neo4j-admin import files (``cnngraph load --files-only``): (bytes per edge, bytes per node),
+#: measured on VGG16 48x48 with its top (626 M edges): csv.gz 4.45 / 8.6, csv 31.4 / 57.
+IMPORT_FILE_BYTES = {"csv.gz": (4.45, 8.6), "csv": (31.4, 57.0)}
+
+
+def import_file_bytes(edges: int, nodes: int, input_type: str = "csv.gz") -> int:
+    """Expected size of the neo4j-admin import files for a graph of this size."""
+    per_edge, per_node = IMPORT_FILE_BYTES[input_type]
+    return int(edges * per_edge + nodes * per_node)
 
 
 def import_seconds(edges: int, rate: float = IMPORT_RELS_PER_SECOND) -> float:
@@ -111,7 +126,16 @@ def plan(graph: ModelGraph, layer_range: str | None = None, granularity: str = "
         sink: int(result.edges * BYTES_PER_EDGE[sink] + result.nodes * BYTES_PER_NODE[sink])
         for sink in BYTES_PER_EDGE
     }
+    params = {s.name: s.params for s in chosen}
+    result.bytes["parquet"] = int(
+        sum(parquet_edge_bytes(lp.edges, params.get(lp.name, 0)) for lp in layers) + PARQUET_NODE * result.nodes
+    )
     return result
+
+
+def parquet_edge_bytes(edges: int, weights: int) -> float:
+    """Expected Parquet bytes of a layer's edges that use ``weights`` distinct weight values."""
+    return PARQUET_EDGE * edges + PARQUET_WEIGHT * min(edges, weights)
 
 
 def human_bytes(n: float) -> str:

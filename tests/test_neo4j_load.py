@@ -172,6 +172,43 @@ def test_bulk_round_trip_and_refusal(neo4j_conn, tiny_dir, input_type):
         loader.load(tiny_dir, "bulk", "bulkm2", conn=neo4j_conn)
 
 
+def test_import_files_for_another_server(neo4j_conn, tiny_dir, tmp_path):
+    """--files-only writes import files and import.sh; run by a neo4j-admin (the managed home's,
+    standing in for the user's server), then --after-import adds the layers and checks counts."""
+    from pipeline.neo4j import bulk
+    from pipeline.neo4j.server import driver
+
+    files = bulk.write_server_files(tiny_dir, tmp_path / "imp", "srvm")
+    script = "\n".join(line for line in files.script.read_text().splitlines() if not line.startswith("#"))
+    assert files.script.stat().st_mode & 0o111 and "--overwrite-destination" not in script
+    assert "--nodes=Neuron:Conv2D=$D/nodes-" in script and not list(files.folder.glob(".cnngraph*"))
+    assert files.bytes == sum(f.stat().st_size for f in files.folder.rglob("*") if f.is_file())
+    assert len(list(files.folder.rglob("part-*.csv.gz"))) >= 4
+    with pytest.raises(errors.UsageError, match=r"no neurons of model 'srvm'.*import.sh"):
+        bulk.after_import(tiny_dir, "srvm", conn=neo4j_conn)
+    foreign = tmp_path / "foreign"
+    (foreign / "x").mkdir(parents=True)
+    with pytest.raises(errors.OutputError, match="holds no cnngraph import files"):
+        bulk.write_server_files(tiny_dir, foreign, "srvm")
+    assert bulk.write_server_files(tiny_dir, files.folder, "srvm").bytes == files.bytes  # rerun: replaced
+    if not MANAGED:
+        return
+    managed = ManagedServer()
+    launcher = managed.write_admin_launcher(tmp_path / "neo4j-admin")
+    managed.stop()
+    try:
+        done = subprocess.run(["sh", str(files.script), "--overwrite-destination=true"], capture_output=True,
+                              text=True, env={**os.environ, "NEO4J_ADMIN": str(launcher)}, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    finally:
+        managed.start()
+    result = bulk.after_import(tiny_dir, "srvm", conn=neo4j_conn)
+    assert (result.nodes, result.relationships) == (files.nodes, files.relationships) == (136, 960)
+    with driver(neo4j_conn) as drv:
+        assert_round_trip(drv, tiny_dir, "srvm")
+        assert duplicate_relationships(drv, "srvm") == 0
+
+
 def test_bulk_refuses_foreign_server(tiny_dir, monkeypatch):
     monkeypatch.setenv("NEO4J_URI", "bolt://db.example.invalid:7687")
     with pytest.raises(errors.UsageError, match="--mode online"):
@@ -393,3 +430,23 @@ def test_cli_load_and_drop(neo4j_conn, neo4j_driver, tiny_dir, monkeypatch):
     result = runner.invoke(drop_command, ["clim", "-s"])
     assert result.exit_code == 0, result.output
     assert "dropped model 'clim': 142 nodes, 964 relationships" in result.output
+
+
+def test_cli_files_only_and_after_import(neo4j_conn, tiny_dir, tmp_path, monkeypatch):
+    from pipeline.neo4j.cli_load import load_command
+
+    if not MANAGED:
+        monkeypatch.setenv("NEO4J_PASSWORD", neo4j_conn.password)
+    runner = CliRunner()
+    out = tmp_path / "imp"
+    result = runner.invoke(load_command, [str(tiny_dir), "--files-only", str(out), "--model-name", "clif", "-s"])
+    assert result.exit_code == 0, result.output
+    assert "wrote import files for model 'clif' (136 neurons, 960 relationships" in result.output
+    assert f"sh {out / 'import.sh'}" in result.output and "--after-import --model-name clif" in result.output
+    result = runner.invoke(load_command, [str(tiny_dir), "--after-import", "--model-name", "clif", "-s"])
+    assert result.exit_code == 1 and "Error: the database at" in result.output
+    assert "holds no neurons of model 'clif'" in result.output
+    result = runner.invoke(load_command, [str(tiny_dir), "--mode", "online", "--files-only", str(out)])
+    assert result.exit_code == 2 and "--files-only and --after-import belong to --mode bulk" in result.output
+    result = runner.invoke(load_command, [str(tiny_dir), "--files-only", str(out), "--after-import"])
+    assert result.exit_code == 2 and "two steps" in result.output

@@ -35,6 +35,16 @@ def test_vgg16_32_extracted_counts_equal_plan(vgg16_32):
         assert (entry["nodes"], entry["edges"]) == (lp.nodes, lp.edges), entry["name"]
 
 
+def test_vgg16_32_parquet_size_is_close_to_the_plan(vgg16_32, tmp_path):
+    """The plan's Parquet estimate is what extract's disk check and the CLI tell the user."""
+    _, graph = vgg16_32
+    layers = "block3_conv1:block5_pool"  # 3x3 convs from 8x8 down to 2x2 outputs, and pooling
+    result = extract(graph, tmp_path / "out", layers, workers=2)
+    size = sum(f.stat().st_size for f in (tmp_path / "out").rglob("*.parquet"))
+    estimate = plan(graph, layers).bytes["parquet"]
+    assert 0.7 < size / estimate < 1.3, (size, estimate, result.edges)
+
+
 def test_vgg16_32_replays(vgg16_32):
     model, graph = vgg16_32
     result = verify(model, graph, samples=1)

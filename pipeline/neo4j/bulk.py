@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import re
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,6 +37,9 @@ from pipeline.progress import NULL, Progress
 INPUT_TYPES = ("csv", "csv.gz", "parquet")
 #: Threads writing import files (2 measured best on the 2-core development machine).
 WRITERS = 2
+#: gzip level of csv.gz import files, and rows formatted per slice (~30 MB of CSV).
+GZIP_LEVEL = 3
+CSV_SLICE_ROWS = 1 << 20
 _SUFFIX = {"parquet": ".parquet", "csv": ".csv", "csv.gz": ".csv.gz"}
 #: Parquet columns that may be dictionary-encoded. The importer's parquet-java reader fails on
 #: pyarrow's dictionary-encoded int64 pages that fall back to plain encoding mid-chunk
@@ -95,11 +100,21 @@ def _write_part(table: pa.Table, path: Path, input_type: str) -> None:
         pq.write_table(table, path, compression="none", row_group_size=1 << 20,
                        use_dictionary=[c for c in _DICT_COLUMNS if c in table.column_names])
         return
-    sink = (pa.CompressedOutputStream(str(path), "gzip") if input_type == "csv.gz"
-            else pa.OSFile(str(path), "wb"))
-    with sink:
-        pacsv.write_csv(_plain(table), sink, write_options=pacsv.WriteOptions(
-            include_header=False, quoting_style="none", batch_size=1 << 16))
+    options = pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=1 << 16)
+    table = _plain(table)
+    if input_type == "csv":
+        with pa.OSFile(str(path), "wb") as sink:
+            pacsv.write_csv(table, sink, write_options=options)
+        return
+    # pyarrow's gzip stream has no level and runs ~0.1-1 M rows/s; zlib level 3 (which releases
+    # the GIL) compresses ~4.6 M rows/s to ~4.2 B/row, level 6 ~1.4 M rows/s to ~3.7.
+    deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip member
+    with open(path, "wb") as fh:
+        for start in range(0, max(table.num_rows, 1), CSV_SLICE_ROWS):
+            sink = pa.BufferOutputStream()
+            pacsv.write_csv(table.slice(start, CSV_SLICE_ROWS), sink, write_options=options)
+            fh.write(deflate.compress(sink.getvalue()))
+        fh.write(deflate.flush())
 
 
 def _write_header(table: pa.Table, path: Path) -> None:
@@ -224,18 +239,120 @@ def load_bulk(dir: Path, manifest: dict, name: str, replace: bool = False,
         timings["import"] = time.perf_counter() - t2
     finally:
         loader.remove(out)
-    t3 = time.perf_counter()
-    conn = server.connection(progress=progress)
-    driver = server.driver(conn, notifications_min_severity="OFF")
-    try:
-        with graph.translate(conn.uri, f"bulk load of {name!r}"):
-            graph.apply_schema(driver)
-            graph.write_model(driver, manifest, name, "bulk", "loading")
-        timings["schema"] = time.perf_counter() - t3
-        t4 = time.perf_counter()
-        loader.finish(driver, manifest, name, "bulk", conn.uri)
-        timings["verify"] = time.perf_counter() - t4
-    finally:
-        driver.close()
+    timings.update(complete_import(manifest, name, server.connection(progress=progress)))
     return loader.LoadResult(name, "bulk", int(manifest["nodes"]), int(manifest["edges"]),
                              len(manifest["layers"]), time.perf_counter() - t0, timings)
+
+
+def complete_import(manifest: dict, name: str, conn=None, progress: Progress = NULL) -> dict[str, float]:
+    """After ``neo4j-admin import``: schema, ``:Model``/``:Layer`` nodes, then the count check.
+
+    Raises UsageError when the database holds none of the model's neurons (the import has not
+    run), LoadMismatch when its counts differ from the manifest. Returns timings.
+    """
+    conn, driver = loader.open_driver(conn, progress)
+    timings: dict[str, float] = {}
+    try:
+        with graph.translate(conn.uri, f"bulk load of {name!r}"):
+            found, _, _ = driver.execute_query(
+                "RETURN EXISTS { MATCH (:Neuron {model: $name}) } AS found", name=name)
+            if not found[0]["found"]:
+                raise errors.UsageError(
+                    f"the database at {conn.uri} holds no neurons of model {name!r}: run the "
+                    f"{SCRIPT} written with the import files on that server first (database stopped), "
+                    "start it, then run this again"
+                )
+            t0 = time.perf_counter()
+            graph.apply_schema(driver)
+            graph.write_model(driver, manifest, name, "bulk", "loading")
+            timings["schema"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            loader.finish(driver, manifest, name, "bulk", conn.uri)
+            timings["verify"] = time.perf_counter() - t1
+    finally:
+        driver.close()
+    return timings
+
+
+def after_import(dir: str | Path, model_name: str | None = None, progress: Progress = NULL,
+                 conn=None) -> loader.LoadResult:
+    """Finish a bulk load whose import files (:func:`write_server_files`) were imported elsewhere."""
+    t0 = time.perf_counter()
+    manifest, name = loader.manifest_and_name(dir, model_name)
+    timings = complete_import(manifest, name, conn, progress)
+    return loader.LoadResult(name, "bulk", int(manifest["nodes"]), int(manifest["edges"]),
+                             len(manifest["layers"]), time.perf_counter() - t0, timings)
+
+
+# Import files for a server elsewhere --------------------------------------------------------
+
+#: The script written beside import files for another server; written last, it marks them complete.
+SCRIPT = "import.sh"
+_PARTIAL = ".cnngraph-import-partial"
+
+
+@dataclass
+class ImportFiles:
+    """Import files written for a Neo4j server elsewhere (see :func:`write_server_files`)."""
+
+    folder: Path
+    script: Path
+    model: str
+    nodes: int
+    relationships: int
+    bytes: int
+    seconds: float
+
+
+def write_server_files(dir: str | Path, out: str | Path, model_name: str | None = None,
+                       input_type: str = "csv.gz", progress: Progress = NULL) -> ImportFiles:
+    """Write neo4j-admin import files for extraction ``dir`` under ``out``, and ``out/import.sh``.
+
+    For a server on another (larger) machine: ``import.sh`` runs ``neo4j-admin database import
+    full`` there; afterwards ``cnngraph load DIR --after-import`` (:func:`complete_import`) adds
+    the schema and architecture and checks the counts. Streams one row group at a time; the
+    script is written last, so a folder without it is incomplete (a rerun starts it afresh).
+    """
+    t0 = time.perf_counter()
+    dir, out = Path(dir), Path(out).resolve()
+    manifest, name = loader.manifest_and_name(dir, model_name)
+    if out.exists() and not out.is_dir():
+        raise errors.OutputError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not ((out / SCRIPT).exists() or (out / _PARTIAL).exists()):
+            raise errors.OutputError(f"{out} is not empty and holds no cnngraph import files; choose another folder")
+        loader.remove(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _PARTIAL).write_text("import files being written; this folder is incomplete\n")
+    args = write_import_files(dir, manifest, name, out, input_type, progress)
+    opts = [o for o in import_options(input_type) if not o.startswith("--overwrite-destination")]
+    script = out / SCRIPT
+    tmp = out / (SCRIPT + ".tmp")
+    tmp.write_text(_script(manifest, name, opts, [a.replace(f"{out}/", "$D/") for a in args]))
+    tmp.chmod(0o755)
+    tmp.replace(script)
+    (out / _PARTIAL).unlink()
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return ImportFiles(out, script, name, int(manifest["nodes"]), int(manifest["edges"]), size,
+                       time.perf_counter() - t0)
+
+
+def _script(manifest: dict, name: str, options: list[str], files: list[str]) -> str:
+    """import.sh: neo4j-admin over the files beside it (``$D`` is the script's folder)."""
+    lines = [f'  "{a}" \\' for a in [*options, *files]]  # labels and names are validated: no quotes
+    return "\n".join([
+        "#!/bin/sh",
+        f"# neo4j-admin bulk import of model {name!r}: {int(manifest['nodes']):,} neurons, "
+        f"{int(manifest['edges']):,} relationships (written by cnngraph).",
+        "# On the Neo4j machine, with the database stopped:",
+        "#   NEO4J_HOME=/path/to/neo4j sh import.sh [more import options, e.g. --overwrite-destination=true]",
+        "# NEO4J_ADMIN=/path/to/neo4j-admin overrides the program; NEO4J_DATABASE the database (neo4j).",
+        f"# Then start Neo4j and run: cnngraph load EXTRACTION_DIR --after-import --model-name {name}",
+        "set -e",
+        'D=$(cd "$(dirname "$0")" && pwd)',
+        'exec "${NEO4J_ADMIN:-${NEO4J_HOME:?set NEO4J_HOME to the Neo4j installation}/bin/neo4j-admin}" \\',
+        "  database import full \\",
+        *lines,
+        '  "$@" -- "${NEO4J_DATABASE:-neo4j}"',
+        "",
+    ])

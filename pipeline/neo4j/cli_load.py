@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.errors import CnnGraphError
+from pipeline.plan import human_bytes
 from pipeline.progress import TqdmProgress
 
 
@@ -19,21 +20,53 @@ from pipeline.progress import TqdmProgress
               help="bulk: discard the database's contents; online: drop a model of that name first.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
               help="Rows per online transaction (default 20000).")
+@click.option("--files-only", "files_only", type=click.Path(file_okay=False), default=None,
+              help="bulk: only write neo4j-admin import files and import.sh into this folder, for a "
+                   "Neo4j server on another machine.")
+@click.option("--after-import", is_flag=True,
+              help="bulk: after import.sh ran on that server: add the schema and :Layer nodes and "
+                   "check the counts (server from NEO4J_URI).")
+@click.option("--input-type", type=click.Choice(["csv", "csv.gz"]), default=None,
+              help="Import file format (default: csv for the managed server, csv.gz with --files-only).")
 @click.option("-s", "--silent", is_flag=True, help="No progress bar.")
-def load_command(dir, mode, model_name, replace, batch_size, silent):
+def load_command(dir, mode, model_name, replace, batch_size, files_only, after_import, input_type, silent):
     """Load the extraction folder DIR into Neo4j and check the counts."""
-    from pipeline.neo4j import loader
+    from pipeline.neo4j import bulk, loader
 
+    if (files_only or after_import) and mode != "bulk":
+        raise click.UsageError("--files-only and --after-import belong to --mode bulk")
+    if files_only and after_import:
+        raise click.UsageError("--files-only and --after-import are two steps: run them one after the other")
     progress = TqdmProgress(disable=silent)
     kwargs = {"batch_size": batch_size} if batch_size else {}
     try:
-        result = loader.load(dir, mode=mode, model_name=model_name, replace=replace,
-                             progress=progress, **kwargs)
+        if files_only:
+            files = bulk.write_server_files(dir, files_only, model_name, input_type or "csv.gz", progress)
+        elif after_import:
+            result = bulk.after_import(dir, model_name, progress)
+        else:
+            if input_type:
+                kwargs["input_type"] = input_type
+            result = loader.load(dir, mode=mode, model_name=model_name, replace=replace,
+                                 progress=progress, **kwargs)
     except CnnGraphError as err:
         raise click.ClickException(str(err)) from err
     finally:
         progress.finish()
-    if result.skipped:
+    if files_only:
+        click.echo(
+            f"wrote import files for model {files.model!r} ({files.nodes:,} neurons, "
+            f"{files.relationships:,} relationships, {human_bytes(files.bytes)}) to {files.folder} "
+            f"in {files.seconds:.1f}s\n"
+            f"next, on the Neo4j machine with the database stopped: NEO4J_HOME=/path/to/neo4j sh "
+            f"{files.script} [--overwrite-destination=true]\n"
+            f"then start Neo4j and run: cnngraph load {dir} --after-import --model-name {files.model}"
+        )
+        return
+    if after_import:
+        click.echo(f"completed model {result.model!r}: {result.nodes:,} neurons, {result.relationships:,} "
+                   f"relationships, {result.layers} layers; schema and layers written; counts match")
+    elif result.skipped:
         click.echo(f"model {result.model!r} was already loaded from this extraction; counts match")
     else:
         click.echo(

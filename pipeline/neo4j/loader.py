@@ -74,6 +74,12 @@ def read_manifest(dir: str | Path) -> dict:
     return manifest
 
 
+def manifest_and_name(dir: str | Path, model_name: str | None) -> tuple[dict, str]:
+    """The complete extraction's manifest and the validated model name (default: the Keras name)."""
+    manifest = read_manifest(dir)
+    return manifest, graph.validate_name(manifest["model"]["name"] if model_name is None else model_name)
+
+
 def _files(dir: Path, manifest: dict, key: str) -> list[tuple[dict, Path]]:
     return [(la, dir / rel) for la in manifest["layers"] for rel in la.get(key, [])]
 
@@ -131,8 +137,7 @@ def load(
     if mode not in MODES:
         raise errors.UsageError(f"unknown load mode {mode!r}; use one of {', '.join(MODES)}")
     dir = Path(dir)
-    manifest = read_manifest(dir)
-    name = graph.validate_name(manifest["model"]["name"] if model_name is None else model_name)
+    manifest, name = manifest_and_name(dir, model_name)
     if mode == "bulk":
         from pipeline.neo4j import bulk
 

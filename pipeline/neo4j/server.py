@@ -24,6 +24,7 @@ import errno
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -292,9 +293,22 @@ class ManagedServer:
         for name in ("data", "logs", "run", "import", "plugins"):
             (self.home / name).mkdir(parents=True, exist_ok=True)
 
+    def admin_argv(self) -> list[str]:
+        """The command line of this home's ``neo4j-admin`` (run it with ``NEO4J_HOME``/``NEO4J_CONF`` set)."""
+        return [_java(), *_JVM_FLAGS, "-cp", str(self.lib / "*"), _ADMIN_TOOL]
+
+    def write_admin_launcher(self, path: str | Path) -> Path:
+        """Write an executable ``neo4j-admin`` for this home (e.g. ``NEO4J_ADMIN`` of an import.sh)."""
+        path = Path(path)
+        path.write_text("#!/bin/sh\n"
+                        f"export NEO4J_HOME={shlex.quote(str(self.home))} NEO4J_CONF={shlex.quote(str(self.conf_dir))}\n"
+                        f"exec {shlex.join(self.admin_argv())} \"$@\"\n")
+        path.chmod(0o755)
+        return path
+
     def _admin(self, args: list[str], log: Path) -> tuple[int, str]:
         """Run neo4j-admin (``AdminTool``) in this home; output to ``log``; returns (rc, output)."""
-        cmd = [_java(), *_JVM_FLAGS, "-cp", str(self.lib / "*"), _ADMIN_TOOL, *args]
+        cmd = [*self.admin_argv(), *args]
         with open(log, "w") as out:
             rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=self._env(),
                                 cwd=self.home).returncode
@@ -438,8 +452,6 @@ class ManagedServer:
 
     def env_exports(self) -> str:
         """The shell line that points clients at this server (it contains the password)."""
-        import shlex
-
         conn = self.connection_info()
         return (
             f"export NEO4J_URI={shlex.quote(conn.uri)} NEO4J_USERNAME={shlex.quote(conn.username)} "
