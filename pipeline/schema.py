@@ -120,6 +120,10 @@ CONFIG = "config"
 #: Layer edges: the shape (without batch) of the tensor that flows.
 SHAPE = "shape"
 
+#: Columns only the coarse granularities have; loaders and exports carry them as properties.
+EXTRA_NODE_COLUMNS = (OUTPUT_SHAPE, PARAMS, CONFIG)
+EXTRA_EDGE_COLUMNS = (KERNEL, SHAPE)
+
 CHANNEL_EDGE_SCHEMA = EDGE_SCHEMA.append(pa.field(KERNEL, pa.list_(pa.float32())))
 LAYER_NODE_SCHEMA = (
     NODE_SCHEMA.append(pa.field(OUTPUT_SHAPE, pa.list_(pa.int32())))

@@ -75,18 +75,37 @@ def node_import_table(table: pa.Table, model: str, typed: bool, base: int = 0) -
         cols[t(pos, "int")] = arr
     cols[t("bias", "float")] = table.column(schema.BIAS)
     cols["activation"] = table.column(schema.ACTIVATION)
+    _add_extra_columns(table, schema.EXTRA_NODE_COLUMNS, cols, typed)
     return pa.table(cols)
 
 
 def edge_import_table(table: pa.Table, typed: bool, base: int = 0) -> pa.Table:
     """A relationship table for the importer (``base`` as in :func:`node_import_table`)."""
     shift = pa.scalar(base, pa.int64())
-    return pa.table({
+    cols = {
         ":START_ID": pc.subtract(table.column(schema.SOURCE), shift),
         ":END_ID": pc.subtract(table.column(schema.TARGET), shift),
         ("weight:float" if typed else "weight"): table.column(schema.WEIGHT),
         "kind": table.column(schema.KIND),
-    })
+    }
+    _add_extra_columns(table, schema.EXTRA_EDGE_COLUMNS, cols, typed)
+    return pa.table(cols)
+
+
+#: The importer's CSV type of each coarse-granularity column (arrays are ';'-separated).
+_EXTRA_TYPES = {schema.KERNEL: "float[]", schema.SHAPE: "int[]", schema.OUTPUT_SHAPE: "int[]",
+                schema.PARAMS: "long", schema.CONFIG: "string"}
+
+
+def _add_extra_columns(table: pa.Table, names: tuple[str, ...], cols: dict, typed: bool) -> None:
+    """Add the coarse-granularity columns ``table`` has; for CSV, lists become ';'-joined text."""
+    for name in names:
+        if name not in table.column_names:
+            continue
+        col = table.column(name)
+        if typed and pa.types.is_list(col.type):
+            col = pc.binary_join(col.cast(pa.list_(pa.string())), ";")
+        cols[f"{name}:{_EXTRA_TYPES[name]}" if typed else name] = col
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -100,7 +119,9 @@ def _write_part(table: pa.Table, path: Path, input_type: str) -> None:
         pq.write_table(table, path, compression="none", row_group_size=1 << 20,
                        use_dictionary=[c for c in _DICT_COLUMNS if c in table.column_names])
         return
-    options = pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=1 << 16)
+    # Layer-granularity configs are JSON (commas, quotes): quote where needed, "" inside quotes.
+    quoting = "needed" if any(c.startswith(f"{schema.CONFIG}:") for c in table.column_names) else "none"
+    options = pacsv.WriteOptions(include_header=False, quoting_style=quoting, batch_size=1 << 16)
     table = _plain(table)
     if input_type == "csv":
         with pa.OSFile(str(path), "wb") as sink:

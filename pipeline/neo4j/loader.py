@@ -196,6 +196,16 @@ def _column(name: str, values: np.ndarray | pa.ChunkedArray, params: dict) -> st
     return f"${name}[i]"
 
 
+def _extra_columns(table: pa.Table, names: tuple[str, ...], params: dict) -> list[str]:
+    """Cypher properties for the coarse-granularity columns ``table`` has (lists stay lists)."""
+    props = []
+    for name in names:
+        if name in table.column_names:
+            params[name] = table.column(name).to_pylist()
+            props.append(f"{name}: ${name}[i]")
+    return props
+
+
 def node_batch(table: pa.Table, model: str) -> tuple[str, dict]:
     """(query, parameters) creating the neurons of ``table`` (one layer type)."""
     params: dict = {"model": model, "id": table.column(schema.ID).to_numpy().tolist()}
@@ -213,6 +223,7 @@ def node_batch(table: pa.Table, model: str) -> tuple[str, dict]:
         props.append(f"{pos}: ${pos}[i]")
     props.append(f"bias: {_column('bias', table.column(schema.BIAS).to_numpy(), params)}")
     props.append(f"activation: {_column('act', table.column(schema.ACTIVATION), params)}")
+    props += _extra_columns(table, schema.EXTRA_NODE_COLUMNS, params)
     labels = graph.neuron_labels(_layer_type(table))
     query = (f"UNWIND range(0, size($id) - 1) AS i CREATE (n{labels} {{{', '.join(props)}}})")
     return query, params
@@ -276,7 +287,8 @@ def edge_batch(table: pa.Table, model: str, nids: NeuronIds | None = None,
     form = form or EDGE_QUERY
     params: dict = {"w": table.column(schema.WEIGHT).to_numpy().tolist()}
     kind = _column("kind", table.column(schema.KIND), params)
-    create = f"CREATE (a)-[:CONNECTS {{weight: $w[i], kind: {kind}}}]->(b)"
+    props = ", ".join(["weight: $w[i]", f"kind: {kind}", *_extra_columns(table, schema.EXTRA_EDGE_COLUMNS, params)])
+    create = f"CREATE (a)-[:CONNECTS {{{props}}}]->(b)"
     src = table.column(schema.SOURCE).to_numpy()
     dst = table.column(schema.TARGET).to_numpy()
     if form == "key" or nids is None:
