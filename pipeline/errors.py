@@ -6,6 +6,10 @@ Structured fields (layer, file, ...) stay on the exception for programmatic call
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class CnnGraphError(Exception):
     """Base of every error cnngraph raises on purpose."""
@@ -54,3 +58,26 @@ class Neo4jUnavailable(Neo4jError):
 
 class LoadMismatch(Neo4jError):
     """Counts in the database differ from the extraction manifest."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """True for "no space left" and quota errors (pyarrow reports them without an errno)."""
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return "No space left on device" in text or "Disk quota exceeded" in text
+
+
+@contextmanager
+def disk_full_as(where: object, what: str, then: str) -> Iterator[None]:
+    """Turn a disk-full OSError inside the block into an OutputError that says what to do.
+
+    ``what`` names the job ("the extraction"), ``then`` what the user should know about the
+    files left behind (the callers never present them as complete).
+    """
+    try:
+        yield
+    except OSError as err:
+        if is_disk_full(err):
+            raise OutputError(f"the disk at {where} filled up during {what} ({err}); {then}") from err
+        raise

@@ -47,7 +47,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schema
-from pipeline.errors import OutputError, UsageError
+from pipeline.errors import OutputError, UsageError, disk_full_as
 from pipeline.extract import node_table
 from pipeline.plan import BYTES_PER_EDGE, BYTES_PER_NODE, human_bytes
 from pipeline.progress import NULL, Progress
@@ -995,7 +995,8 @@ def write_graphml(source, path: str | Path, *, force: bool = False, limit: int |
     try:
         node_attrs = [(f.name, f.type) for f in schema.NODE_SCHEMA if f.name != schema.ID]
         edge_attrs = [(schema.WEIGHT, pa.float32()), (schema.KIND, pa.string())]
-        with GraphMLWriter(path, node_attrs, edge_attrs) as writer:
+        with disk_full_as(Path(path).parent, "the GraphML export", f"no file was left at {path}; free "
+                          "some space or choose another --out"), GraphMLWriter(path, node_attrs, edge_attrs) as writer:
             for e in engine.run(force):
                 writer.edges(e.source, e.target, {schema.WEIGHT: e.weight, schema.KIND: _kinds(e.kind)})
             ids = engine.nodes.ids()
@@ -1029,35 +1030,37 @@ def write_parquet(source, folder: str | Path, *, force: bool = False, limit: int
     (tmp / schema.EDGES_DIR).mkdir(parents=True)
     (tmp / schema.NODES_DIR).mkdir()
     src, engine = _session(source, selection, "parquet", limit, force, progress, conn)
-    try:
-        writer = pq.ParquetWriter(tmp / schema.EDGES_DIR / "part-00000.parquet", schema.EDGE_SCHEMA,
-                                  **parquet_options(schema.EDGE_SCHEMA))
+    with disk_full_as(out.parent, "the Parquet export", f"nothing new was written to {out}; free some space "
+                      "or choose another --out"):
         try:
-            for e in engine.run(force):
-                writer.write_table(e.table())
+            writer = pq.ParquetWriter(tmp / schema.EDGES_DIR / "part-00000.parquet", schema.EDGE_SCHEMA,
+                                      **parquet_options(schema.EDGE_SCHEMA))
+            try:
+                for e in engine.run(force):
+                    writer.write_table(e.table())
+            finally:
+                writer.close()
+            ids = engine.nodes.ids()
+            nodes_writer = pq.ParquetWriter(tmp / schema.NODES_DIR / "part-00000.parquet", schema.NODE_SCHEMA,
+                                            **parquet_options(schema.NODE_SCHEMA))
+            try:
+                for t in _node_tables(src, ids):
+                    nodes_writer.write_table(t.cast(schema.NODE_SCHEMA))
+            finally:
+                nodes_writer.close()
+            info = {"format": "cnngraph-export/1", "model": src.name, "selection": selection,
+                    "nodes": int(len(ids)), "edges": int(engine.count)}
+            (tmp / "selection.json").write_text(json.dumps(info, indent=1, default=str))
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         finally:
-            writer.close()
-        ids = engine.nodes.ids()
-        nodes_writer = pq.ParquetWriter(tmp / schema.NODES_DIR / "part-00000.parquet", schema.NODE_SCHEMA,
-                                        **parquet_options(schema.NODE_SCHEMA))
-        try:
-            for t in _node_tables(src, ids):
-                nodes_writer.write_table(t.cast(schema.NODE_SCHEMA))
-        finally:
-            nodes_writer.close()
-        info = {"format": "cnngraph-export/1", "model": src.name, "selection": selection,
-                "nodes": int(len(ids)), "edges": int(engine.count)}
-        (tmp / "selection.json").write_text(json.dumps(info, indent=1, default=str))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        progress.finish()
-        if src is not source:
-            src.close()
+            progress.finish()
+            if src is not source:
+                src.close()
     return ExportResult(out, "parquet", len(ids), engine.count, time.perf_counter() - t0)
 
 

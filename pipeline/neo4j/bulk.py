@@ -251,7 +251,9 @@ def load_bulk(dir: Path, manifest: dict, name: str, replace: bool = False,
     out = loader.temp_dir(work_dir)
     try:
         t1 = time.perf_counter()
-        args = write_import_files(dir, manifest, name, out, input_type, progress)
+        with errors.disk_full_as(out, "writing import files", "they were removed and the database is "
+                                 "untouched; point TMPDIR at a disk with more space and run again"):
+            args = write_import_files(dir, manifest, name, out, input_type, progress)
         timings["write_files"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         progress.message("stopping the managed Neo4j server for the bulk import")
@@ -345,7 +347,9 @@ def write_server_files(dir: str | Path, out: str | Path, model_name: str | None 
         loader.remove(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / _PARTIAL).write_text("import files being written; this folder is incomplete\n")
-    args = write_import_files(dir, manifest, name, out, input_type, progress)
+    with errors.disk_full_as(out, "writing import files", f"{out} has no {SCRIPT}, so it is marked "
+                             "incomplete; free some space or choose another folder, then run again"):
+        args = write_import_files(dir, manifest, name, out, input_type, progress)
     opts = [o for o in import_options(input_type) if not o.startswith("--overwrite-destination")]
     script = out / SCRIPT
     tmp = out / (SCRIPT + ".tmp")

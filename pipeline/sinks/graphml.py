@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.errors import OutputError
+from pipeline.errors import OutputError, is_disk_full
 
 HEADER = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -288,6 +288,8 @@ class GraphMLWriter:
                 self.bytes += m.nbytes
         except OSError as err:
             self.abort()
+            if is_disk_full(err):
+                raise  # the caller says what to do (pipeline.errors.disk_full_as)
             raise OutputError(f"cannot write {self.path}: {err}") from err
 
     def edges(self, source: np.ndarray, target: np.ndarray, attrs: dict[str, np.ndarray | pa.Array]) -> None:
@@ -329,6 +331,8 @@ class GraphMLWriter:
             os.replace(self.tmp, self.path)
         except OSError as err:
             self.abort()
+            if is_disk_full(err):
+                raise  # the caller says what to do (pipeline.errors.disk_full_as)
             raise OutputError(f"cannot write {self.path}: {err}") from err
         except BaseException:
             self.abort()
