@@ -95,12 +95,14 @@ def kind_code(name: str) -> int:
 
 @dataclass
 class Edges:
-    """A batch of edges as columns; ``kind`` holds codes into :data:`KINDS`."""
+    """A batch of edges as columns; ``kind`` holds codes into :data:`KINDS`; ``extra`` the
+    coarse-granularity columns (``schema.EXTRA_EDGE_COLUMNS``: kernel slices, tensor shapes)."""
 
     source: np.ndarray
     target: np.ndarray
     weight: np.ndarray
     kind: np.ndarray
+    extra: dict[str, pa.Array] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.source)
@@ -111,21 +113,30 @@ class Edges:
         codes = np.full(len(s), kind_code(kind), np.uint8) if isinstance(kind, str) else kind
         return cls(s, np.asarray(target, np.int64), np.asarray(weight, np.float32), codes)
 
-    def take(self, idx: np.ndarray) -> Edges:
-        return Edges(self.source[idx], self.target[idx], self.weight[idx], self.kind[idx])
+    def take(self, idx: np.ndarray | slice) -> Edges:
+        if isinstance(idx, slice):
+            extra = {k: v[idx] for k, v in self.extra.items()}
+        else:
+            extra = {k: v.take(pa.array(idx, pa.int64())) for k, v in self.extra.items()}
+        return Edges(self.source[idx], self.target[idx], self.weight[idx], self.kind[idx], extra)
 
     @classmethod
     def concat(cls, parts: list[Edges]) -> Edges:
+        parts = [p for p in parts if len(p)] or parts[:1]
         if not parts:
             return cls.of(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32),
                           np.zeros(0, np.uint8))
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("source", "target", "weight", "kind")))
+        extra = {k: pa.concat_arrays([p.extra[k] for p in parts]) for k in parts[0].extra}
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("source", "target", "weight", "kind")),
+                   extra)
 
     def table(self) -> pa.Table:
-        """The edges in the extraction schema."""
+        """The edges in the extraction schema (with the coarse columns they carry)."""
         kind = pa.DictionaryArray.from_arrays(pa.array(self.kind.astype(np.int32)), pa.array(KINDS))
-        return pa.table({schema.SOURCE: self.source, schema.TARGET: self.target,
-                         schema.WEIGHT: self.weight, schema.KIND: kind}, schema=schema.EDGE_SCHEMA)
+        cols = {schema.SOURCE: self.source, schema.TARGET: self.target, schema.WEIGHT: self.weight,
+                schema.KIND: kind, **self.extra}
+        fields = [*schema.EDGE_SCHEMA, *(pa.field(k, v.type) for k, v in self.extra.items())]
+        return pa.table(cols, schema=pa.schema(fields))
 
 
 class IdSet:
@@ -185,6 +196,18 @@ class Source:
 
     name: str
     layers: list[LayerInfo]
+    #: The extraction's granularity (schema.GRANULARITIES); coarse ones carry extra columns.
+    granularity: str = schema.NEURON
+
+    @property
+    def extra_edge_columns(self) -> list[pa.Field]:
+        """Edge columns beyond the neuron schema that this source's edges carry."""
+        return [f for f in schema.edge_schema(self.granularity) if f.name in schema.EXTRA_EDGE_COLUMNS]
+
+    @property
+    def extra_node_columns(self) -> list[pa.Field]:
+        """Node columns beyond the neuron schema that this source's node tables carry."""
+        return [f for f in schema.node_schema(self.granularity) if f.name in schema.EXTRA_NODE_COLUMNS]
 
     def edges(self, layer: LayerInfo, targets: np.ndarray | None = None,
               sources: np.ndarray | None = None) -> Iterator[Edges]:
@@ -222,9 +245,9 @@ class Source:
         return cached
 
 
-def _concat_nodes(tables: list[pa.Table]) -> pa.Table:
+def _concat_nodes(tables: list[pa.Table], granularity: str = schema.NEURON) -> pa.Table:
     if not tables:
-        return schema.NODE_SCHEMA.empty_table()
+        return schema.node_schema(granularity).empty_table()
     table = pa.concat_tables(tables).unify_dictionaries()
     return table.combine_chunks()
 
@@ -325,6 +348,7 @@ class FolderSource(Source):
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)
         self.name = self.manifest["model"].get("name", self.folder.name)
+        self.granularity = self.manifest.get("granularity", schema.NEURON)
         entries = sorted(self.manifest["layers"], key=lambda e: e["index"])
         by_name = {e["name"]: e for e in entries}
         self.entries = {e["index"]: e for e in entries}
@@ -357,7 +381,8 @@ class FolderSource(Source):
             kind = batch.column(schema.KIND)
             lut = np.array([kind_code(k) for k in kind.dictionary.to_pylist()], np.uint8)
             yield Edges(batch.column(schema.SOURCE).to_numpy(), batch.column(schema.TARGET).to_numpy(),
-                        batch.column(schema.WEIGHT).to_numpy(), lut[kind.indices.to_numpy()])
+                        batch.column(schema.WEIGHT).to_numpy(), lut[kind.indices.to_numpy()],
+                        {f.name: batch.column(f.name) for f in self.extra_edge_columns})
 
     def nodes(self, ids):
         owner = self.owner(ids)
@@ -371,7 +396,7 @@ class FolderSource(Source):
                 keep = np.isin(got, mine, assume_unique=True)
                 if keep.any():
                     tables.append(table.filter(pa.array(keep)))
-        table = _concat_nodes(tables)
+        table = _concat_nodes(tables, self.granularity)
         return table.take(np.argsort(table.column(schema.ID).to_numpy(), kind="stable"))
 
 
@@ -412,7 +437,8 @@ class Neo4jSource(Source):
         return records
 
     def _read_layers(self) -> None:
-        info = self._query("MATCH (m:Model {name: $m}) RETURN m.status AS status", m=self.model)
+        info = self._query("MATCH (m:Model {name: $m}) RETURN m.status AS status, m.granularity AS g",
+                           m=self.model)
         if not info:
             names = [r["name"] for r in self._query("MATCH (m:Model) RETURN m.name AS name ORDER BY name")]
             raise UsageError(f"no model {self.model!r} in Neo4j at {self.conn.uri}; models: "
@@ -420,6 +446,7 @@ class Neo4jSource(Source):
         if info[0]["status"] != "complete":
             raise OutputError(f"model {self.model!r} in Neo4j is not completely loaded "
                               f"(status {info[0]['status']!r}); rerun cnngraph load")
+        self.granularity = info[0]["g"] or schema.NEURON
         rows = self._query(
             "MATCH (l:Layer {model: $m}) OPTIONAL MATCH (p:Layer)-[:FEEDS]->(l) "
             "WITH l, collect(p.name) AS inbound RETURN l.name AS name, l.type AS type, l.index AS index, "
@@ -445,7 +472,8 @@ class Neo4jSource(Source):
     def _batch(self, match: str, params: dict) -> Edges:
         """One batch of edges; runs in a fetch thread. Kinds come back as one distinct list; only
         a batch that mixes kinds is read again with a kind per edge."""
-        query = match + self._RETURN
+        extra = self.extra_edge_columns
+        query = match + self._RETURN + "".join(f", collect(r.{f.name}) AS {f.name}" for f in extra)
         rec = self._query(query, m=self.model, **params)[0]
         if len(rec["ks"]) > 1:
             rec = self._query(query.replace("collect(DISTINCT r.kind) AS ks", "collect(r.kind) AS k"),
@@ -454,7 +482,8 @@ class Neo4jSource(Source):
         else:
             codes = np.full(len(rec["s"]), kind_code(rec["ks"][0]) if rec["ks"] else 0, np.uint8)
         return Edges(self._neuron_ids(np.array(rec["s"], np.int64)), np.array(rec["t"], np.int64),
-                     np.array(rec["w"], np.float64).astype(np.float32), codes)
+                     np.array(rec["w"], np.float64).astype(np.float32), codes,
+                     {f.name: pa.array(rec[f.name], f.type) for f in extra})
 
     def _neuron_ids(self, internal: np.ndarray) -> np.ndarray:
         """The neuron ids of internal node ids; unknown ones are read (one query per batch of
@@ -544,7 +573,8 @@ class Neo4jSource(Source):
                 "UNWIND range(0, size($lo) - 1) AS k MATCH (n:Neuron {model: $m}) WHERE n.id >= $lo[k] AND n.id < $hi[k] "
                 "RETURN collect(n.id) AS id, collect(n.layer) AS layer, "
                 + ", ".join(f"collect(coalesce(n.{p}, -1)) AS {p}" for p in schema.POSITION)
-                + ", collect(n.bias) AS bias, collect(n.activation) AS act",
+                + ", collect(n.bias) AS bias, collect(n.activation) AS act"
+                + "".join(f", collect(n.{f.name}) AS {f.name}" for f in self.extra_node_columns),
                 m=self.model, lo=lo, hi=hi)[0]
             layer = pa.array(rec["layer"], pa.string()).dictionary_encode()
             ltype = pa.array([types.get(v, "") for v in layer.dictionary.to_pylist()], pa.string())
@@ -555,8 +585,9 @@ class Neo4jSource(Source):
                 **{p: np.array(rec[p], np.int32) for p in schema.POSITION},
                 schema.BIAS: np.array(rec["bias"], np.float64).astype(np.float32),
                 schema.ACTIVATION: pa.array(rec["act"], pa.string()).dictionary_encode(),
-            }, schema=schema.NODE_SCHEMA))
-        table = _concat_nodes(tables)
+                **{f.name: pa.array(rec[f.name], f.type) for f in self.extra_node_columns},
+            }, schema=schema.node_schema(self.granularity)))
+        table = _concat_nodes(tables, self.granularity)
         got = table.column(schema.ID).to_numpy()
         if len(got) != len(ids):
             missing = np.setdiff1d(ids, got)[:5].tolist()
@@ -934,7 +965,8 @@ def to_networkx(source, *, force: bool = False, limit: int | None = None, progre
     Returns
     -------
     networkx.DiGraph with int node keys (neuron ids), node attributes ``layer``, ``layer_type``,
-    ``d``, ``h``, ``w``, ``c``, ``bias``, ``activation`` and edge attributes ``weight``, ``kind``.
+    ``d``, ``h``, ``w``, ``c``, ``bias``, ``activation`` and edge attributes ``weight``, ``kind``
+    (plus the coarse columns of a channel- or layer-level source, as lists).
 
     Raises
     ------
@@ -956,7 +988,7 @@ def to_networkx(source, *, force: bool = False, limit: int | None = None, progre
         parts, data = [], []
         for e in engine.run(force):  # attribute dicts made while a Neo4j source reads ahead
             parts.append(e)
-            data.append(nx_sink.edge_data(e.weight, e.kind, KINDS))
+            data.append(nx_sink.edge_data(e.weight, e.kind, KINDS, e.extra))
         edges = Edges.concat(parts)
         del parts
         data = list(chain.from_iterable(data))
@@ -988,19 +1020,23 @@ def write_graphml(source, path: str | Path, *, force: bool = False, limit: int |
     (``node_type=int`` gives int keys) and ``igraph.Graph.Read_GraphML``. Weights are written so
     they read back to the same float32. The file appears only when complete.
     """
-    from pipeline.sinks.graphml import GraphMLWriter
+    from pipeline.sinks.graphml import GraphMLWriter, graphml_value, graphml_value_type, graphml_values
 
     t0 = time.perf_counter()
     src, engine = _session(source, selection, "graphml", limit, force, progress, conn)
     try:
-        node_attrs = [(f.name, f.type) for f in schema.NODE_SCHEMA if f.name != schema.ID]
-        edge_attrs = [(schema.WEIGHT, pa.float32()), (schema.KIND, pa.string())]
+        # Coarse columns: lists become JSON text ("[0.25, -1.5]"), GraphML has no list type.
+        node_attrs = [(f.name, graphml_value_type(f.type)) for f in schema.node_schema(src.granularity)
+                      if f.name != schema.ID]
+        edge_attrs = [(schema.WEIGHT, pa.float32()), (schema.KIND, pa.string()),
+                      *((f.name, graphml_value_type(f.type)) for f in src.extra_edge_columns)]
         with disk_full_as(Path(path).parent, "the GraphML export", f"no file was left at {path}; free "
                           "some space or choose another --out"), GraphMLWriter(path, node_attrs, edge_attrs) as writer:
             for e in engine.run(force):
-                writer.edges(e.source, e.target, {schema.WEIGHT: e.weight, schema.KIND: _kinds(e.kind)})
+                writer.edges(e.source, e.target, {schema.WEIGHT: e.weight, schema.KIND: _kinds(e.kind),
+                                                  **{k: graphml_value(v) for k, v in e.extra.items()}})
             ids = engine.nodes.ids()
-            writer.close(_node_tables(src, ids))
+            writer.close(graphml_values(t) for t in _node_tables(src, ids))
     finally:
         progress.finish()
         if src is not source:
@@ -1033,19 +1069,20 @@ def write_parquet(source, folder: str | Path, *, force: bool = False, limit: int
     with disk_full_as(out.parent, "the Parquet export", f"nothing new was written to {out}; free some space "
                       "or choose another --out"):
         try:
-            writer = pq.ParquetWriter(tmp / schema.EDGES_DIR / "part-00000.parquet", schema.EDGE_SCHEMA,
-                                      **parquet_options(schema.EDGE_SCHEMA))
+            edge_schema, node_schema = schema.edge_schema(src.granularity), schema.node_schema(src.granularity)
+            writer = pq.ParquetWriter(tmp / schema.EDGES_DIR / "part-00000.parquet", edge_schema,
+                                      **parquet_options(edge_schema))
             try:
                 for e in engine.run(force):
-                    writer.write_table(e.table())
+                    writer.write_table(e.table().cast(edge_schema))
             finally:
                 writer.close()
             ids = engine.nodes.ids()
-            nodes_writer = pq.ParquetWriter(tmp / schema.NODES_DIR / "part-00000.parquet", schema.NODE_SCHEMA,
-                                            **parquet_options(schema.NODE_SCHEMA))
+            nodes_writer = pq.ParquetWriter(tmp / schema.NODES_DIR / "part-00000.parquet", node_schema,
+                                            **parquet_options(node_schema))
             try:
                 for t in _node_tables(src, ids):
-                    nodes_writer.write_table(t.cast(schema.NODE_SCHEMA))
+                    nodes_writer.write_table(t.cast(node_schema))
             finally:
                 nodes_writer.close()
             info = {"format": "cnngraph-export/1", "model": src.name, "selection": selection,

@@ -131,3 +131,13 @@ LAYER_NODE_SCHEMA = (
     .append(pa.field(CONFIG, pa.string()))
 )
 LAYER_EDGE_SCHEMA = EDGE_SCHEMA.append(pa.field(SHAPE, pa.list_(pa.int32())))
+
+
+def node_schema(granularity: str = NEURON) -> pa.Schema:
+    """The node table schema of an extraction at ``granularity``."""
+    return LAYER_NODE_SCHEMA if granularity == LAYER_GRANULARITY else NODE_SCHEMA
+
+
+def edge_schema(granularity: str = NEURON) -> pa.Schema:
+    """The edge table schema of an extraction at ``granularity``."""
+    return {CHANNEL: CHANNEL_EDGE_SCHEMA, LAYER_GRANULARITY: LAYER_EDGE_SCHEMA}.get(granularity, EDGE_SCHEMA)

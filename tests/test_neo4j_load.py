@@ -276,10 +276,36 @@ def test_online_round_trip_coexist_and_drop(neo4j_conn, neo4j_driver, tiny_dir, 
     loader.drop(neo4j_conn, "onlC")
 
 
-def test_online_coarse_granularity(neo4j_conn, neo4j_driver, coarse_dir):
+def test_online_coarse_granularity_and_export(neo4j_conn, neo4j_driver, coarse_dir, tmp_path):
+    """Loaded online, then exported from Neo4j and from the folder: the kernel slices, shapes and
+    configs reach NetworkX (lists), GraphML (JSON text) and Parquet (list columns) unchanged."""
+    import networkx as nx
+
+    from pipeline.export import to_networkx, write_graphml, write_parquet
+
     loader.load(coarse_dir, "online", "coarseo", replace=True, conn=neo4j_conn)
     assert_round_trip(neo4j_driver, coarse_dir, "coarseo")
     assert graph.model_info(neo4j_driver, "coarseo")["granularity"] == coarse_dir.name
+    want_n, want_e = ext_nodes(coarse_dir), ext_edges(coarse_dir)
+    extra_e = [c for c in schema.EXTRA_EDGE_COLUMNS if c in want_e.columns]
+    extra_n = [c for c in schema.EXTRA_NODE_COLUMNS if c in want_n.columns]
+    assert extra_e  # kernel (channel) or shape (layer)
+    want = {(s, t): [list(r[c]) for c in extra_e] for s, t, *_ in want_e.itertuples(index=False)
+            for r in [want_e.set_index([schema.SOURCE, schema.TARGET]).loc[(s, t)]]}
+    want_nodes = {r[schema.ID]: [r[c] if c == schema.CONFIG or c == schema.PARAMS else list(r[c]) for c in extra_n]
+                  for _, r in want_n.iterrows()}
+    for source in (coarse_dir, "neo4j:coarseo"):
+        G = to_networkx(source, conn=neo4j_conn)
+        assert {(u, v): [list(d[c]) for c in extra_e] for u, v, d in G.edges(data=True)} == want
+        assert {n: [d[c] for c in extra_n] for n, d in G.nodes(data=True)} == want_nodes
+        path = write_graphml(source, tmp_path / "g.graphml", conn=neo4j_conn).path
+        H = nx.read_graphml(path, node_type=int)
+        assert {(u, v): [json.loads(d[c]) for c in extra_e] for u, v, d in H.edges(data=True)} == want
+        out = write_parquet(source, tmp_path / "pq", conn=neo4j_conn).path
+        got = pd.read_parquet(out / schema.EDGES_DIR)
+        assert {(s, t): [list(r[c]) for c in extra_e] for _, r in got.iterrows() for s, t in [(r[schema.SOURCE], r[schema.TARGET])]} == want
+        got_n = pd.read_parquet(out / schema.NODES_DIR)
+        assert set(extra_n) <= set(got_n.columns)
     loader.drop(neo4j_conn, "coarseo")
 
 

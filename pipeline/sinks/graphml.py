@@ -348,6 +348,25 @@ class GraphMLWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+def graphml_value_type(dtype: pa.DataType) -> pa.DataType:
+    """The type a column is written as: lists become text (GraphML has no list type)."""
+    return pa.string() if pa.types.is_list(dtype) else dtype
+
+
+def graphml_value(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A list column as JSON text (``[0.25, -1.5]``; float32 values in their shortest exact
+    form); other columns unchanged."""
+    if not pa.types.is_list(col.type):
+        return col
+    inner = pc.binary_join(col.cast(pa.list_(pa.string())), ", ")
+    return pc.binary_join_element_wise("[", inner, "]", "")
+
+
+def graphml_values(table: pa.Table) -> pa.Table:
+    """``table`` with its list columns as JSON text (see :func:`graphml_value`)."""
+    return pa.table({n: graphml_value(c) for n, c in zip(table.column_names, table.columns, strict=True)})
+
+
 def _column(col) -> Texts | Ints | Const:
     if isinstance(col, np.ndarray):
         if col.dtype.kind == "f":

@@ -39,11 +39,13 @@ def no_gc():
 
 
 def add_nodes(G, table: pa.Table) -> np.ndarray:
-    """Add the nodes of a node table (schema.NODE_SCHEMA columns); returns their key objects."""
+    """Add the nodes of a node table (schema.NODE_SCHEMA columns, and the coarse columns it has);
+    returns their key objects."""
     ids = table.column(schema.ID).to_numpy()
     keys = np.empty(len(ids), dtype=object)
     keys[:] = ids.tolist()
     names = [n for n in schema.NODE_COLUMNS if n != schema.ID]
+    names += [n for n in schema.EXTRA_NODE_COLUMNS if n in table.column_names]
     cols = []
     for name in names:
         col = table.column(name)
@@ -59,8 +61,19 @@ def add_nodes(G, table: pa.Table) -> np.ndarray:
     return keys
 
 
-def edge_data(weight: np.ndarray, kind_codes: np.ndarray, kind_names: list[str]) -> list[dict]:
-    """The attribute dict of every edge; equal weights share one float, kinds one str each."""
+def edge_data(weight: np.ndarray, kind_codes: np.ndarray, kind_names: list[str],
+              extra: dict[str, pa.Array] | None = None) -> list[dict]:
+    """The attribute dict of every edge; equal weights share one float, kinds one str each.
+    ``extra`` columns (coarse granularities: kernel slices, shapes) are added as lists."""
+    data = _weight_kind(weight, kind_codes, kind_names)
+    for name, col in (extra or {}).items():
+        with no_gc():
+            for d, v in zip(data, col.to_pylist(), strict=True):
+                d[name] = v
+    return data
+
+
+def _weight_kind(weight: np.ndarray, kind_codes: np.ndarray, kind_names: list[str]) -> list[dict]:
     W, K = schema.WEIGHT, schema.KIND
     bits, inv = np.unique(np.asarray(weight, np.float32).view(np.uint32), return_inverse=True)
     wobj = np.empty(len(bits), dtype=object)
