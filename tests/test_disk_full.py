@@ -5,6 +5,7 @@ lowest write each job does."""
 from __future__ import annotations
 
 import errno
+from collections import namedtuple
 
 import pytest
 
@@ -18,6 +19,9 @@ from pipeline.sinks import graphml
 from tests.helpers import keras, sequential
 
 L = keras().layers
+
+
+DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
 def _full(*args, **kwargs):
@@ -79,6 +83,11 @@ def test_export_graphml_and_parquet(graph, tmp_path, monkeypatch):
 def test_import_files(graph, tmp_path, monkeypatch):
     ext, out = tmp_path / "ext", tmp_path / "imp"
     extract(graph, ext)
+    with monkeypatch.context() as m:  # too little space: refused before anything is written
+        m.setattr(bulk.shutil, "disk_usage", lambda path: DiskUsage(10_000, 9_990, 10))
+        with pytest.raises(errors.OutputError, match=r"import files need about .* only 10 B is free"):
+            bulk.write_server_files(ext, out, "full")
+    assert not list(out.iterdir())
     with monkeypatch.context() as m:
         m.setattr(bulk, "_write_part", _full)
         with pytest.raises(errors.OutputError, match=r"filled up during writing import files.*no import.sh"):

@@ -19,6 +19,7 @@ Speed (measured on 2 cores, 17.4 M relationships; docs/graph-model.md):
 from __future__ import annotations
 
 import re
+import shutil
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline import errors, schema
+from pipeline.extract import DISK_MARGIN
 from pipeline.neo4j import graph, loader
+from pipeline.plan import human_bytes, import_file_bytes
 from pipeline.progress import NULL, Progress
 
 INPUT_TYPES = ("csv", "csv.gz", "parquet")
@@ -337,6 +340,8 @@ def write_server_files(dir: str | Path, out: str | Path, model_name: str | None 
     script is written last, so a folder without it is incomplete (a rerun starts it afresh).
     """
     t0 = time.perf_counter()
+    if input_type not in ("csv", "csv.gz"):
+        raise errors.UsageError(f"import files for another server are csv or csv.gz, not {input_type!r}")
     dir, out = Path(dir), Path(out).resolve()
     manifest, name = loader.manifest_and_name(dir, model_name)
     if out.exists() and not out.is_dir():
@@ -346,6 +351,14 @@ def write_server_files(dir: str | Path, out: str | Path, model_name: str | None 
             raise errors.OutputError(f"{out} is not empty and holds no cnngraph import files; choose another folder")
         loader.remove(out)
     out.mkdir(parents=True, exist_ok=True)
+    need = import_file_bytes(int(manifest["edges"]), int(manifest["nodes"]), input_type)
+    free = shutil.disk_usage(out).free
+    if need * DISK_MARGIN > free:
+        raise errors.OutputError(
+            f"the import files need about {human_bytes(need)} ({input_type}; {DISK_MARGIN:g}x that to be "
+            f"safe) but only {human_bytes(free)} is free at {out}; choose another folder"
+        )
+    progress.message(f"writing about {human_bytes(need)} of {input_type} import files to {out}")
     (out / _PARTIAL).write_text("import files being written; this folder is incomplete\n")
     with errors.disk_full_as(out, "writing import files", f"{out} has no {SCRIPT}, so it is marked "
                              "incomplete; free some space or choose another folder, then run again"):
