@@ -25,7 +25,7 @@ from pipeline.errors import OutputError, disk_full_as
 from pipeline.layers import registry
 from pipeline.layers.base import EdgeChunk, Task, reused_buffers
 from pipeline.model import LayerSpec, ModelGraph, ModelSpec
-from pipeline.plan import Plan, human_bytes, plan, selection
+from pipeline.plan import Plan, plan, selection
 from pipeline.progress import NULL, Progress
 
 if TYPE_CHECKING:
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 CHUNK_EDGES = 4_000_000
 #: Target edges per task (one output file); tasks are whole rows, so files vary around this.
 TASK_EDGES = 32_000_000
-#: Free space required, as a multiple of the plan's Parquet estimate (per model it measured within
-#: 10%, per layer within ~35%).
-DISK_MARGIN = 1.25
 #: Nodes per node-table chunk.
 CHUNK_NODES = 1_000_000
 #: Edges generated and checksummed at a time: small enough that the arrays stay in the CPU's L2
@@ -356,25 +353,16 @@ def extract(
 
 def _prepare(out: Path, the_plan: Plan) -> None:
     """Make out an empty extraction folder, refusing foreign folders and too little disk."""
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        ours = (out / schema.MANIFEST).exists() or (out / ".partial").exists()
-        if not ours:
-            raise OutputError(f"{out} is not empty and is not a cnngraph extraction folder; choose another --out")
+    storage.claim_folder(out, (schema.MANIFEST, ".partial"),
+                         f"{out} is not empty and is not a cnngraph extraction folder; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / schema.MANIFEST).unlink(missing_ok=True)  # first: a stale manifest must not claim completeness
     (out / ".partial").write_text("extraction in progress; this folder is incomplete\n")
     for sub in (schema.NODES_DIR, schema.EDGES_DIR):
         storage.rmtree(out / sub)
-    need = the_plan.bytes["parquet"]
-    free = storage.free_bytes(out)
-    if free is not None and need * DISK_MARGIN > free:
-        raise OutputError(
-            f"the output needs about {human_bytes(need)} ({the_plan.nodes:,} nodes, {the_plan.edges:,} edges; "
-            f"{DISK_MARGIN:g}x that to be safe) but only {human_bytes(free)} is free at {out}; choose a "
-            "smaller --input-shape or --layers, or another --out"
-        )
+    storage.require_free(out, the_plan.bytes["parquet"],
+                         f"the output ({the_plan.nodes:,} nodes, {the_plan.edges:,} edges) needs",
+                         "choose a smaller --input-shape or --layers, or another --out")
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

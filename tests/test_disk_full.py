@@ -9,7 +9,7 @@ from collections import namedtuple
 
 import pytest
 
-from pipeline import errors, schema
+from pipeline import errors, schema, storage
 from pipeline import extract as extract_mod
 from pipeline.export import write_graphml, write_parquet
 from pipeline.extract import extract
@@ -84,7 +84,7 @@ def test_import_files(graph, tmp_path, monkeypatch):
     ext, out = tmp_path / "ext", tmp_path / "imp"
     extract(graph, ext)
     with monkeypatch.context() as m:  # too little space: refused before anything is written
-        m.setattr(bulk.shutil, "disk_usage", lambda path: DiskUsage(10_000, 9_990, 10))
+        m.setattr(storage.shutil, "disk_usage", lambda path: DiskUsage(10_000, 9_990, 10))
         with pytest.raises(errors.OutputError, match=r"import files need about .* only 10 B is free"):
             bulk.write_server_files(ext, out, "full")
     assert not list(out.iterdir())

@@ -19,7 +19,6 @@ Speed (measured on 2 cores, 17.4 M relationships; docs/graph-model.md):
 from __future__ import annotations
 
 import re
-import shutil
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline import errors, schema
-from pipeline.extract import DISK_MARGIN
+from pipeline import errors, schema, storage
 from pipeline.neo4j import graph, loader
 from pipeline.plan import human_bytes, import_file_bytes
 from pipeline.progress import NULL, Progress
@@ -266,6 +264,10 @@ def load_bulk(dir: Path, manifest: dict, name: str, replace: bool = False,
     finally:
         loader.remove(out)
     timings.update(complete_import(manifest, name, server.connection(progress=progress)))
+    return _result(manifest, name, t0, timings)
+
+
+def _result(manifest: dict, name: str, t0: float, timings: dict[str, float]) -> loader.LoadResult:
     return loader.LoadResult(name, "bulk", int(manifest["nodes"]), int(manifest["edges"]),
                              len(manifest["layers"]), time.perf_counter() - t0, timings)
 
@@ -305,9 +307,7 @@ def after_import(dir: str | Path, model_name: str | None = None, progress: Progr
     """Finish a bulk load whose import files (:func:`write_server_files`) were imported elsewhere."""
     t0 = time.perf_counter()
     manifest, name = loader.manifest_and_name(dir, model_name)
-    timings = complete_import(manifest, name, conn, progress)
-    return loader.LoadResult(name, "bulk", int(manifest["nodes"]), int(manifest["edges"]),
-                             len(manifest["layers"]), time.perf_counter() - t0, timings)
+    return _result(manifest, name, t0, complete_import(manifest, name, conn, progress))
 
 
 # Import files for a server elsewhere --------------------------------------------------------
@@ -344,20 +344,12 @@ def write_server_files(dir: str | Path, out: str | Path, model_name: str | None 
         raise errors.UsageError(f"import files for another server are csv or csv.gz, not {input_type!r}")
     dir, out = Path(dir), Path(out).resolve()
     manifest, name = loader.manifest_and_name(dir, model_name)
-    if out.exists() and not out.is_dir():
-        raise errors.OutputError(f"{out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not ((out / SCRIPT).exists() or (out / _PARTIAL).exists()):
-            raise errors.OutputError(f"{out} is not empty and holds no cnngraph import files; choose another folder")
+    if storage.claim_folder(out, (SCRIPT, _PARTIAL),
+                            f"{out} is not empty and holds no cnngraph import files; choose another folder"):
         loader.remove(out)
     out.mkdir(parents=True, exist_ok=True)
     need = import_file_bytes(int(manifest["edges"]), int(manifest["nodes"]), input_type)
-    free = shutil.disk_usage(out).free
-    if need * DISK_MARGIN > free:
-        raise errors.OutputError(
-            f"the import files need about {human_bytes(need)} ({input_type}; {DISK_MARGIN:g}x that to be "
-            f"safe) but only {human_bytes(free)} is free at {out}; choose another folder"
-        )
+    storage.require_free(out, need, f"the {input_type} import files need", "choose another folder")
     progress.message(f"writing about {human_bytes(need)} of {input_type} import files to {out}")
     (out / _PARTIAL).write_text("import files being written; this folder is incomplete\n")
     with errors.disk_full_as(out, "writing import files", f"{out} has no {SCRIPT}, so it is marked "
