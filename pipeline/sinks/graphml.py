@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -287,10 +288,15 @@ class GraphMLWriter:
                 self._fh.write(m)
                 self.bytes += m.nbytes
         except OSError as err:
-            self.abort()
-            if is_disk_full(err):
-                raise  # the caller says what to do (pipeline.errors.disk_full_as)
-            raise OutputError(f"cannot write {self.path}: {err}") from err
+            self._failed(err)
+
+    def _failed(self, err: OSError) -> NoReturn:
+        """Remove the partial file; a full disk goes up as is (pipeline.errors.disk_full_as says
+        what to do), any other write error as an OutputError."""
+        self.abort()
+        if is_disk_full(err):
+            raise err
+        raise OutputError(f"cannot write {self.path}: {err}") from err
 
     def edges(self, source: np.ndarray, target: np.ndarray, attrs: dict[str, np.ndarray | pa.Array]) -> None:
         """Append edges; attrs maps each edge attribute name to a column (float32 or strings)."""
@@ -330,10 +336,7 @@ class GraphMLWriter:
             self._fh.close()
             os.replace(self.tmp, self.path)
         except OSError as err:
-            self.abort()
-            if is_disk_full(err):
-                raise  # the caller says what to do (pipeline.errors.disk_full_as)
-            raise OutputError(f"cannot write {self.path}: {err}") from err
+            self._failed(err)
         except BaseException:
             self.abort()
             raise
