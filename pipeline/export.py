@@ -34,6 +34,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -46,8 +47,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline import schema
-from pipeline.errors import OutputError, UsageError, disk_full_as
+from pipeline import schema, storage
+from pipeline.errors import OutputError, UsageError, disk_full_as, is_disk_full
 from pipeline.extract import node_table
 from pipeline.plan import BYTES_PER_EDGE, BYTES_PER_NODE, human_bytes
 from pipeline.progress import NULL, Progress
@@ -70,7 +71,7 @@ class ExportTooLarge(UsageError):
             f"the selection has {what} (about {human_bytes(self.bytes)} as {sink}), over the {sink} "
             f"limit of {limit:,} edges; shrink it with --layers, --upstream-of/--downstream-of with "
             "--depth, --min-abs-weight, --top-k-in or a smaller --input-shape, or pass --force "
-            "(force=True) to go ahead"
+            "to go ahead"
         )
 
 
@@ -342,11 +343,14 @@ class FolderSource(Source):
     """An extraction folder: edges and nodes read from its Parquet files, row groups skipped by
     their statistics when only some targets or sources are wanted."""
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, check: bool = True):
+        from pipeline.dataset import check_files
         from pipeline.extract import read_manifest
 
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)
+        if check:  # a missing or changed part file is named here, not met as a pyarrow error later
+            check_files(self.folder, self.manifest)
         self.name = self.manifest["model"].get("name", self.folder.name)
         self.granularity = self.manifest.get("granularity", schema.NEURON)
         entries = sorted(self.manifest["layers"], key=lambda e: e["index"])
@@ -437,16 +441,10 @@ class Neo4jSource(Source):
         return records
 
     def _read_layers(self) -> None:
-        info = self._query("MATCH (m:Model {name: $m}) RETURN m.status AS status, m.granularity AS g",
-                           m=self.model)
-        if not info:
-            names = [r["name"] for r in self._query("MATCH (m:Model) RETURN m.name AS name ORDER BY name")]
-            raise UsageError(f"no model {self.model!r} in Neo4j at {self.conn.uri}; models: "
-                             f"{', '.join(names) or 'none'} (load one with cnngraph load)")
-        if info[0]["status"] != "complete":
-            raise OutputError(f"model {self.model!r} in Neo4j is not completely loaded "
-                              f"(status {info[0]['status']!r}); rerun cnngraph load")
-        self.granularity = info[0]["g"] or schema.NEURON
+        from pipeline.neo4j import graph as g
+
+        props = g.require_usable(self.driver, self.model, self.conn.uri)
+        self.granularity = props.get("granularity") or schema.NEURON
         rows = self._query(
             "MATCH (l:Layer {model: $m}) OPTIONAL MATCH (p:Layer)-[:FEEDS]->(l) "
             "WITH l, collect(p.name) AS inbound RETURN l.name AS name, l.type AS type, l.index AS index, "
@@ -630,9 +628,10 @@ class Neo4jSource(Source):
         self.driver.close()
 
 
-def open_source(source, conn=None) -> Source:
+def open_source(source, conn=None, check: bool = True) -> Source:
     """A :class:`Source` for a model name or file, a ModelSpec, a ModelGraph, an extraction
-    folder or ``neo4j:NAME`` (``conn``: a ``pipeline.neo4j.server.Connection``)."""
+    folder or ``neo4j:NAME`` (``conn``: a ``pipeline.neo4j.server.Connection``); ``check``:
+    verify a folder's files against its manifest's sha256 first."""
     from pipeline.model import ModelGraph, ModelSpec, build
 
     if isinstance(source, Source):
@@ -646,7 +645,7 @@ def open_source(source, conn=None) -> Source:
         return Neo4jSource(text[len(NEO4J_PREFIX):], conn)
     path = Path(text)
     if path.is_dir():
-        return FolderSource(path)
+        return FolderSource(path, check)
     return ModelSource(build(ModelSpec(text))[1])
 
 
@@ -736,7 +735,11 @@ def neuron_id(src: Source, text: str | tuple) -> int:
         if not 0 <= flat < layer.size:
             raise UsageError(f"unit {flat} is out of range 0..{layer.size - 1} of layer {layer.name}")
     else:
-        if len(pos) != len(layer.shape) or any(not 0 <= p < s for p, s in zip(pos, layer.shape, strict=True)):
+        if len(pos) != len(layer.shape):
+            axes = ",".join("hwc"[-len(layer.shape):]) if len(layer.shape) <= 3 else f"{len(layer.shape)} numbers"
+            raise UsageError(f"position {index} has {len(pos)} coordinates but layer {layer.name} of shape "
+                             f"{layer.shape} has {len(layer.shape)} axes; give {axes} or one unit number")
+        if any(not 0 <= p < s for p, s in zip(pos, layer.shape, strict=True)):
             raise UsageError(f"position {index} is outside layer {layer.name} of shape {layer.shape}")
         flat = int(np.ravel_multi_index(pos, layer.shape))
     return layer.offset + flat
@@ -762,6 +765,7 @@ class Engine:
         self.in_range = {la.index for la in self.chosen}
         self.nodes = IdSet()
         self.count = 0
+        self.sized: int | None = None  # edges counted by check_size, when it had to count
         self.seeds = np.zeros(0, np.int64)
 
     # -- size
@@ -777,12 +781,39 @@ class Engine:
         return total, exact and self.sel.top_k_in is None
 
     def check_size(self, force: bool) -> None:
+        """Refuse a selection over the limit before anything is written.
+
+        Exact selections are refused from the layer counts. A selection whose size is only bounded
+        (cones, weight filters) and whose bound exceeds the limit is counted first, without writing
+        or keeping anything, stopping as soon as it passes the limit.
+        """
         edges, exact = self.estimate()
-        if force or self.limit is None or self.sel.cypher:
+        if force or self.limit is None or self.sel.cypher or edges <= self.limit:
             return
-        if exact and edges > self.limit:
+        if exact:
             nodes = sum(la.size for la in self.chosen if la.owns)
             raise ExportTooLarge(self.sink, edges, nodes, self.limit, True)
+        self.progress.start(edges, "edges", f"size {self.sink} (at most)")
+        counted = 0
+        try:
+            for e in self._stream():
+                counted += len(e)
+                self.progress.advance(len(e))
+                if counted > self.limit:
+                    raise ExportTooLarge(self.sink, counted, 0, self.limit, False)
+        finally:
+            self.progress.finish()
+        self.sized = counted
+
+    def describe(self) -> str:
+        """The selection's size in words, before the work: exact, counted, or an upper bound."""
+        edges, exact = self.estimate()
+        if self.sized is not None:
+            edges, exact = self.sized, True
+        if self.sel.cypher:
+            return "the edges the Cypher query returns (size known only afterwards)"
+        size = human_bytes(edges * BYTES_PER_EDGE[self.sink])
+        return f"{'' if exact else 'at most '}{edges:,} edges (about {size} as {self.sink})"
 
     def _account(self, e: Edges, force: bool) -> None:
         self.count += len(e)
@@ -830,15 +861,16 @@ class Engine:
             yield kept
 
     # -- traversal
-    def run(self, force: bool = False) -> Iterator[Edges]:
+    def _stream(self) -> Iterator[Edges]:
         sel = self.sel
         if sel.cypher:
-            gen = self._cypher()
-        elif sel.cones:
-            gen = self._cones()
-        else:
-            gen = (e for la in self.chosen if la.edges for e in self.layer_edges(la))
-        for e in gen:
+            return self._cypher()
+        if sel.cones:
+            return self._cones()
+        return (e for la in self.chosen if la.edges for e in self.layer_edges(la))
+
+    def run(self, force: bool = False) -> Iterator[Edges]:
+        for e in self._stream():
             self._account(e, force)
             yield e
         self.nodes.add(self.seeds)
@@ -931,9 +963,9 @@ class ExportResult:
     bytes: int = 0
 
 
-def _session(source, selection: dict, sink: str, limit, force, progress, conn):
+def _session(source, selection: dict, sink: str, limit, force, progress, conn, check):
     sel = Selection.make(**selection)
-    src = open_source(source, conn)
+    src = open_source(source, conn, check)
     engine = Engine(src, sel, LIMITS[sink] if limit is None else limit, sink, progress)
     try:
         engine.check_size(force)
@@ -942,8 +974,33 @@ def _session(source, selection: dict, sink: str, limit, force, progress, conn):
             src.close()
         raise
     edges, _ = engine.estimate()
-    progress.start(edges, "edges", f"export {sink}")
+    progress.message(f"exporting {engine.describe()}")
+    progress.start(engine.sized if engine.sized is not None else edges, "edges", f"export {sink}")
     return src, engine
+
+
+def _source_paths(source) -> list[Path]:
+    """The files and folders a source reads (a model file, a weights file, an extraction folder)."""
+    from pipeline.model import ModelSpec
+
+    if isinstance(source, ModelSpec):
+        paths = [source.source, source.weights]
+    elif isinstance(source, FolderSource):
+        paths = [source.folder]
+    elif isinstance(source, (str, os.PathLike)) and not str(source).startswith(NEO4J_PREFIX):
+        paths = [source]
+    else:
+        paths = []
+    return [Path(p).resolve() for p in paths if isinstance(p, (str, os.PathLike)) and Path(p).exists()]
+
+
+def check_out(source, out: Path) -> None:
+    """Refuse an output that is, holds, or lies inside what the source reads."""
+    target = out.resolve()
+    for path in _source_paths(source):
+        if target == path or path in target.parents or target in path.parents:
+            raise OutputError(f"{out} would write over the source {path}; nothing was written; choose "
+                              "another --out")
 
 
 def _node_tables(src: Source, ids: np.ndarray, chunk: int = 1_000_000) -> Iterator[pa.Table]:
@@ -952,13 +1009,14 @@ def _node_tables(src: Source, ids: np.ndarray, chunk: int = 1_000_000) -> Iterat
 
 
 def to_networkx(source, *, force: bool = False, limit: int | None = None, progress: Progress = NULL,
-                conn=None, **selection):
+                conn=None, check: bool = True, **selection):
     """The selected subgraph as a ``networkx.DiGraph``.
 
     Parameters
     ----------
     source : model name or file, ModelSpec, ModelGraph, extraction folder, or ``"neo4j:NAME"``.
     force : build it even when it exceeds ``limit`` (default ``LIMITS["networkx"]`` edges).
+    check : for a folder, verify its files against the manifest's sha256 first.
     **selection : ``layers``, ``upstream_of``, ``downstream_of``, ``depth``, ``min_abs_weight``,
         ``top_k_in``, ``cypher`` (see the module docstring).
 
@@ -983,7 +1041,7 @@ def to_networkx(source, *, force: bool = False, limit: int | None = None, progre
 
     from pipeline.sinks import networkx as nx_sink
 
-    src, engine = _session(source, selection, "networkx", limit, force, progress, conn)
+    src, engine = _session(source, selection, "networkx", limit, force, progress, conn, check)
     try:
         parts, data = [], []
         for e in engine.run(force):  # attribute dicts made while a Neo4j source reads ahead
@@ -1012,18 +1070,29 @@ def to_networkx(source, *, force: bool = False, limit: int | None = None, progre
     return G
 
 
-def write_graphml(source, path: str | Path, *, force: bool = False, limit: int | None = None,
-                  progress: Progress = NULL, conn=None, **selection) -> ExportResult:
+def write_graphml(source, path: str | Path, *, force: bool = False, overwrite: bool = False,
+                  limit: int | None = None, progress: Progress = NULL, conn=None, check: bool = True,
+                  **selection) -> ExportResult:
     """Write the selected subgraph as a directed GraphML file (streaming, bounded memory).
 
     Same source and selection as :func:`to_networkx`; readable by ``networkx.read_graphml``
     (``node_type=int`` gives int keys) and ``igraph.Graph.Read_GraphML``. Weights are written so
-    they read back to the same float32. The file appears only when complete.
+    they read back to the same float32. The file appears only when complete; an existing file is
+    replaced only with ``overwrite=True``, and never the source itself.
     """
-    from pipeline.sinks.graphml import GraphMLWriter, graphml_value, graphml_value_type, graphml_values
+    from pipeline.sinks.graphml import (
+        GraphMLWriter,
+        check_target,
+        graphml_value,
+        graphml_value_type,
+        graphml_values,
+    )
 
     t0 = time.perf_counter()
-    src, engine = _session(source, selection, "graphml", limit, force, progress, conn)
+    path = Path(path)
+    check_out(source, path)
+    check_target(path, overwrite)
+    src, engine = _session(source, selection, "graphml", limit, force, progress, conn, check)
     try:
         # Coarse columns: lists become JSON text ("[0.25, -1.5]"), GraphML has no list type.
         node_attrs = [(f.name, graphml_value_type(f.type)) for f in schema.node_schema(src.granularity)
@@ -1031,7 +1100,7 @@ def write_graphml(source, path: str | Path, *, force: bool = False, limit: int |
         edge_attrs = [(schema.WEIGHT, pa.float32()), (schema.KIND, pa.string()),
                       *((f.name, graphml_value_type(f.type)) for f in src.extra_edge_columns)]
         with disk_full_as(Path(path).parent, "the GraphML export", f"no file was left at {path}; free "
-                          "some space or choose another --out"), GraphMLWriter(path, node_attrs, edge_attrs) as writer:
+                          "some space or choose another --out"), GraphMLWriter(path, node_attrs, edge_attrs, overwrite) as writer:
             for e in engine.run(force):
                 writer.edges(e.source, e.target, {schema.WEIGHT: e.weight, schema.KIND: _kinds(e.kind),
                                                   **{k: graphml_value(v) for k, v in e.extra.items()}})
@@ -1048,27 +1117,45 @@ def _kinds(codes: np.ndarray) -> pa.DictionaryArray:
     return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(KINDS))
 
 
+#: Kind of folder a Parquet export is (pipeline.storage ownership marker).
+EXPORT_KIND = "export"
+EXPORT_FORMAT = "cnngraph-export/1"
+
+
+def _is_legacy_export(folder: Path) -> bool:
+    """An export folder of a cnngraph older than the ownership marker: our selection.json."""
+    try:
+        return json.loads((folder / "selection.json").read_text()).get("format") == EXPORT_FORMAT
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return False
+
+
 def write_parquet(source, folder: str | Path, *, force: bool = False, limit: int | None = None,
-                  progress: Progress = NULL, conn=None, **selection) -> ExportResult:
+                  progress: Progress = NULL, conn=None, check: bool = True, **selection) -> ExportResult:
     """Write the selected subgraph as Parquet in the extraction schema: ``FOLDER/edges/*.parquet``,
-    ``FOLDER/nodes/*.parquet`` and ``FOLDER/selection.json``. Built under ``FOLDER.tmp`` and
-    renamed when complete; an existing FOLDER is replaced only if it holds a previous export."""
+    ``FOLDER/nodes/*.parquet`` and ``FOLDER/selection.json``.
+
+    Built in a fresh temporary folder beside FOLDER and renamed when complete; an existing FOLDER
+    is replaced only when it is provably an earlier export of ours (ownership marker), never the
+    source.
+    """
     import pyarrow.parquet as pq
 
     from pipeline.extract import parquet_options
 
     t0 = time.perf_counter()
     out = Path(folder)
-    if out.exists() and not (out / "selection.json").exists():
-        raise OutputError(f"{out} exists and is not a cnngraph export folder; choose another folder")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / schema.EDGES_DIR).mkdir(parents=True)
-    (tmp / schema.NODES_DIR).mkdir()
-    src, engine = _session(source, selection, "parquet", limit, force, progress, conn)
+    check_out(source, out)
+    _check_export_folder(out)
+    src, engine = _session(source, selection, "parquet", limit, force, progress, conn, check)
     with disk_full_as(out.parent, "the Parquet export", f"nothing new was written to {out}; free some space "
                       "or choose another --out"):
+        tmp = None
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+            (tmp / schema.EDGES_DIR).mkdir()
+            (tmp / schema.NODES_DIR).mkdir()
             edge_schema, node_schema = schema.edge_schema(src.granularity), schema.node_schema(src.granularity)
             writer = pq.ParquetWriter(tmp / schema.EDGES_DIR / "part-00000.parquet", edge_schema,
                                       **parquet_options(edge_schema))
@@ -1085,20 +1172,45 @@ def write_parquet(source, folder: str | Path, *, force: bool = False, limit: int
                     nodes_writer.write_table(t.cast(node_schema))
             finally:
                 nodes_writer.close()
-            info = {"format": "cnngraph-export/1", "model": src.name, "selection": selection,
+            info = {"format": EXPORT_FORMAT, "model": src.name, "selection": selection,
                     "nodes": int(len(ids)), "edges": int(engine.count)}
             (tmp / "selection.json").write_text(json.dumps(info, indent=1, default=str))
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            tmp.chmod(0o777 & ~storage.umask())  # mkdtemp makes 0700; the result is an ordinary folder
+            storage.write_owner(tmp, EXPORT_KIND)
+            _replace_export(tmp, out)
+            tmp = None
+        except OSError as err:
+            if is_disk_full(err):
+                raise
+            raise OutputError(f"cannot write {out}: {err.strerror or err}; nothing new was written; "
+                              "choose another --out") from err
         finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)  # our own fresh temporary folder
             progress.finish()
             if src is not source:
                 src.close()
     return ExportResult(out, "parquet", len(ids), engine.count, time.perf_counter() - t0)
+
+
+def _check_export_folder(out: Path) -> None:
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise OutputError(f"{out} exists and is not a folder; nothing was changed; choose another --out")
+    if out.exists() and any(out.iterdir()) and not storage.owns(out, EXPORT_KIND, _is_legacy_export):
+        raise OutputError(f"{out} is not empty and is not a cnngraph export folder (it has no "
+                          f"{storage.OWNER_FILE} of ours); nothing in it was changed; choose another --out")
+
+
+def _replace_export(tmp: Path, out: Path) -> None:
+    """Move the finished export in; an earlier export of ours is moved aside first, then removed."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    _check_export_folder(out)  # again: it may have changed while the export ran
+    old = storage.temp_sibling(out)
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old)
 
 
 def export(source, out: str | Path, format: str = "graphml", **kwargs: Any) -> ExportResult:

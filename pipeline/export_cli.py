@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from pipeline.errors import CnnGraphError
-
 
 @click.command("export")
 @click.argument("source")
@@ -28,9 +26,11 @@ from pipeline.errors import CnnGraphError
 @click.option("--cypher", default=None, metavar="QUERY",
               help="neo4j:NAME sources only: the relationships this query returns.")
 @click.option("--force", is_flag=True, help="Go ahead even when the selection exceeds the size limit.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing GraphML file at --out (never the source).")
+@click.option("--no-check", is_flag=True, help="Folder sources: skip checking the files against their sha256.")
 @click.option("-s", "--silent", is_flag=True, help="No progress bar.")
 def export_command(source, out, fmt, input_shape, no_top, weights, seed, layers, upstream_of, downstream_of,
-                   depth, min_abs_weight, top_k_in, cypher, force, silent):
+                   depth, min_abs_weight, top_k_in, cypher, force, overwrite, no_check, silent):
     """Export a subgraph of SOURCE as GraphML or Parquet.
 
     SOURCE is a model (a keras.applications name such as vgg16, or a .keras file; its edges are
@@ -55,13 +55,15 @@ def export_command(source, out, fmt, input_shape, no_top, weights, seed, layers,
                 progress.message(note)
         elif input_shape or no_top or weights:
             raise click.UsageError("--input-shape, --no-top and --weights apply to model sources only")
+        if overwrite and fmt != "graphml":
+            raise click.UsageError("--overwrite applies to GraphML files; a Parquet export folder of ours "
+                                   "is always replaced")
+        options = {"overwrite": True} if overwrite else {}
         result = export.export(
-            src, out, fmt, force=force, progress=progress, layers=layers,
+            src, out, fmt, force=force, progress=progress, check=not no_check, layers=layers,
             upstream_of=list(upstream_of), downstream_of=list(downstream_of), depth=depth,
-            min_abs_weight=min_abs_weight, top_k_in=top_k_in, cypher=cypher,
+            min_abs_weight=min_abs_weight, top_k_in=top_k_in, cypher=cypher, **options,
         )
-    except CnnGraphError as err:
-        raise click.ClickException(str(err)) from err
     finally:
         progress.finish()
     size = f" ({human_bytes(result.bytes)})" if result.bytes else ""

@@ -195,7 +195,7 @@ class TaskResult:
 def _write_parquet(path: Path, tables: Iterator[pa.Table], schema_: pa.Schema, row_group: int) -> str:
     """Write tables to path (a Path or storage.RemotePath) via a temporary name, renamed only when
     complete; return the file's sha256."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = storage.temp_sibling(path)
     writer = storage.parquet_writer(tmp, schema_, **parquet_options(schema_))
     try:
         pending: list[pa.Table] = []
@@ -208,8 +208,11 @@ def _write_parquet(path: Path, tables: Iterator[pa.Table], schema_: pa.Schema, r
                 pending, rows = [], 0
         if pending:
             writer.write_table(pa.concat_tables(pending), row_group_size=max(rows, 1))
-    finally:
+    except BaseException:
         writer.close()
+        storage.remove_file(tmp)
+        raise
+    writer.close()
     storage.replace(tmp, path)
     return storage.sha256(path)
 
@@ -347,17 +350,35 @@ def extract(
         manifest = _manifest(graph, the_plan, chosen, boundary, node_info, results, layers, seconds)
         if out_path is not None:
             _write_json_atomic(out_path / schema.MANIFEST, manifest)
-            (out_path / ".partial").unlink(missing_ok=True)
+            (out_path / _PARTIAL).unlink(missing_ok=True)
     return ExtractResult(out_path, the_plan, manifest["nodes"], manifest["edges"], seconds, manifest)
 
 
+#: Kind of folder an extraction is (pipeline.storage ownership marker).
+FOLDER_KIND = "extraction"
+_PARTIAL = ".partial"
+_PARTIAL_TEXT = "extraction in progress; this folder is incomplete\n"
+
+
+def is_legacy_extraction(folder: Path) -> bool:
+    """A folder written by a cnngraph older than the ownership marker: our manifest or .partial."""
+    try:
+        if (folder / _PARTIAL).exists() and (folder / _PARTIAL).read_text() == _PARTIAL_TEXT:
+            return True
+        return json.loads((folder / schema.MANIFEST).read_text()).get("format") == schema.FORMAT
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return False
+
+
 def _prepare(out: Path, the_plan: Plan) -> None:
-    """Make out an empty extraction folder, refusing foreign folders and too little disk."""
-    storage.claim_folder(out, (schema.MANIFEST, ".partial"),
-                         f"{out} is not empty and is not a cnngraph extraction folder; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    """Make out an empty extraction folder, refusing foreign folders and too little disk.
+
+    Only a folder that is provably ours (pipeline.storage ownership marker, or an older version's
+    manifest) is reused, and then only what an extraction writes is removed from it.
+    """
+    storage.claim_folder(out, FOLDER_KIND, "choose another --out", legacy=is_legacy_extraction)
     (out / schema.MANIFEST).unlink(missing_ok=True)  # first: a stale manifest must not claim completeness
-    (out / ".partial").write_text("extraction in progress; this folder is incomplete\n")
+    (out / _PARTIAL).write_text(_PARTIAL_TEXT)
     for sub in (schema.NODES_DIR, schema.EDGES_DIR):
         storage.rmtree(out / sub)
     storage.require_free(out, the_plan.bytes["parquet"],
@@ -366,13 +387,14 @@ def _prepare(out: Path, the_plan: Plan) -> None:
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = storage.temp_sibling(path)
+    text = json.dumps(data, indent=1, default=_json_default)
     if isinstance(path, storage.RemotePath):
-        tmp.write_text(json.dumps(data, indent=1, default=_json_default))
+        tmp.write_text(text)
         storage.replace(tmp, path)
         return
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, default=_json_default)
+    with storage.open_new(tmp) as fh:
+        fh.write(text.encode())
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -427,11 +449,12 @@ def _manifest(graph, the_plan, chosen, boundary, node_info, results, layers, sec
                 "edge_file_sha256": [r.sha256 for r in rs if r.file],
             }
         )
-    spec_json = graph.spec.to_json() if graph.spec else {"source": graph.name}
+    from pipeline.model import model_record
+
     return {
         "format": schema.FORMAT,
         "complete": True,
-        "model": {"name": graph.name, **spec_json, "weights": spec_json.get("weights") or f"random(seed={spec_json.get('seed', 0)})"},
+        "model": model_record(graph),  # absolute files and their sha256, or imagenet / random(seed=N) / in-memory
         "granularity": "neuron",
         "options": {"layers": layers},
         "nodes": sum(e["nodes"] for e in entries),
@@ -457,8 +480,28 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     return data
 
 
-def spec_from_manifest(manifest: dict[str, Any]) -> ModelSpec:
+def spec_from_manifest(manifest: dict[str, Any], folder: str | Path | None = None, check: bool = True) -> ModelSpec:
+    """The ModelSpec that rebuilds the model a manifest was extracted from (new and old manifests).
+
+    With ``check``, the model and weights files it names must still have their recorded sha256
+    (ModelError otherwise). A folder of an in-memory model cannot be rebuilt: the error says how
+    to pass the model. ``folder`` only names the folder in messages.
+    """
+    from pipeline.errors import ModelError
+    from pipeline.model import IN_MEMORY_WEIGHTS, MODEL_FILE_WEIGHTS, check_provenance
+
     m = dict(manifest["model"])
-    if str(m.get("weights", "")).startswith("random("):
+    weights = str(m.get("weights") or "")
+    where = folder if folder is not None else "this folder"
+    if weights == IN_MEMORY_WEIGHTS:
+        name = m.get("name") or m.get("source") or "model"
+        raise ModelError(
+            f"{where} was extracted from an in-memory model ({name}), which its manifest cannot rebuild: "
+            f"save it (model.save('{name}.keras')) and run `cnngraph verify {name}.keras --folder {where}`, "
+            f"or in Python: verify(model, walk(model), folder='{where}')"
+        )
+    if weights.startswith("random(") or weights == MODEL_FILE_WEIGHTS:
         m["weights"] = None
+    if check:
+        check_provenance(m, folder)
     return ModelSpec.from_json(m)

@@ -50,6 +50,7 @@ import pyarrow as pa
 from pipeline import schema
 from pipeline.errors import OutputError, UnsupportedLayerError, UsageError
 from pipeline.extract import (
+    _PARTIAL,
     ExtractResult,
     _add,
     _prepare,
@@ -61,7 +62,7 @@ from pipeline.extract import (
     node_checksum,
 )
 from pipeline.layers import registry
-from pipeline.model import LayerSpec, ModelGraph, Tensor
+from pipeline.model import LayerSpec, ModelGraph, Tensor, model_record
 from pipeline.plan import BYTES_PER_EDGE, BYTES_PER_NODE, LayerPlan, Plan, selection
 from pipeline.progress import NULL, Progress
 from pipeline.schema import Kind
@@ -578,12 +579,10 @@ def extract_coarse(
         })
     progress.finish()
     seconds = time.perf_counter() - t0
-    spec_json = graph.spec.to_json() if graph.spec else {"source": graph.name}
     manifest = {
         "format": schema.FORMAT,
         "complete": True,
-        "model": {"name": graph.name, **spec_json,
-                  "weights": spec_json.get("weights") or f"random(seed={spec_json.get('seed', 0)})"},
+        "model": model_record(graph),
         "granularity": granularity,
         "aggregate": how if granularity == schema.CHANNEL else None,
         "options": {"layers": layers},
@@ -594,7 +593,7 @@ def extract_coarse(
     }
     if out_path is not None:
         _write_json_atomic(out_path / schema.MANIFEST, manifest)
-        (out_path / ".partial").unlink(missing_ok=True)
+        (out_path / _PARTIAL).unlink(missing_ok=True)
     return ExtractResult(out_path, the_plan, manifest["nodes"], manifest["edges"], seconds, manifest)
 
 

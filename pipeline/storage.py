@@ -10,9 +10,12 @@ fsspec (and the filesystem's own package, e.g. s3fs) is needed only for those:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import posixpath
 import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,19 +164,109 @@ def free_bytes(loc: Path | RemotePath) -> int | None:
 DISK_MARGIN = 1.25
 
 
-def claim_folder(out: Path | RemotePath, markers: tuple[str, ...], foreign: str) -> bool:
-    """Check that ``out`` may be (re)written: absent, empty, or holding one of our ``markers``.
+#: The file that proves a folder was written by cnngraph: JSON naming the tool, the kind of folder
+#: and a random run id. A file of this name with other content proves nothing.
+OWNER_FILE = ".cnngraph.json"
+TOOL = "cnngraph"
 
-    Raises OutputError (``foreign`` is the message for a non-empty folder that is not ours);
-    returns whether it holds files from an earlier run.
+
+def write_owner(folder: Path | RemotePath, kind: str) -> str:
+    """Mark ``folder`` as cnngraph's own ``kind`` of folder (a fresh run id each call); return the id."""
+    run = uuid.uuid4().hex
+    body = json.dumps({"tool": TOOL, "kind": kind, "run": run}) + "\n"
+    if isinstance(folder, RemotePath):
+        (folder / OWNER_FILE).write_text(body)
+        return run
+    tmp = temp_sibling(folder / OWNER_FILE)
+    with open_new(tmp) as fh:
+        fh.write(body.encode())
+    os.replace(tmp, folder / OWNER_FILE)
+    return run
+
+
+def owner(folder: Path | RemotePath) -> dict[str, Any] | None:
+    """The ownership record of ``folder`` when it holds our marker (never through a symlink), else None."""
+    path = folder / OWNER_FILE
+    try:
+        if isinstance(path, Path):
+            if path.is_symlink() or not path.is_file() or path.stat().st_size > 4096:
+                return None
+        elif not path.exists():
+            return None
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("tool") == TOOL and isinstance(data.get("kind"), str) else None
+
+
+def owns(folder: Path | RemotePath, kind: str, legacy: Callable[[Path | RemotePath], bool] | None = None) -> bool:
+    """True when ``folder`` is provably cnngraph's ``kind`` of folder: our marker, or (for folders
+    written before the marker existed) ``legacy(folder)``, a check of a file's own content."""
+    record = owner(folder)
+    if record is not None:
+        return record["kind"] == kind
+    if (folder / OWNER_FILE).exists():
+        return False  # a file of our marker's name that is not ours
+    return bool(legacy and legacy(folder))
+
+
+def claim_folder(out: Path | RemotePath, kind: str, what: str,
+                 legacy: Callable[[Path | RemotePath], bool] | None = None) -> bool:
+    """Make ``out`` ours to (re)write: create it or take an empty folder, or reuse one we wrote.
+
+    ``kind`` names the kind of folder (``extraction``, ``import-files``, ...); ``what`` says what to
+    choose instead in the refusal ("choose another --out"). A non-empty folder without our marker
+    (or a ``legacy`` proof) is refused with OutputError, and nothing in it is touched. Returns
+    whether it holds files from an earlier run of ours; on return ``out`` carries our marker.
     """
     if out.exists() and not out.is_dir():
-        raise OutputError(f"{out} exists and is not a folder")
-    if not (out.exists() and any(out.iterdir())):
-        return False
-    if not any((out / m).exists() for m in markers):
-        raise OutputError(foreign)
-    return True
+        raise OutputError(f"{out} exists and is not a folder; {what}")
+    if isinstance(out, Path) and out.is_symlink():
+        raise OutputError(f"{out} is a symbolic link; cnngraph writes only into real folders; {what}")
+    earlier = out.exists() and any(out.iterdir())
+    if earlier and not owns(out, kind, legacy):
+        raise OutputError(f"{out} is not empty and is not a cnngraph {kind} folder (it has no "
+                          f"{OWNER_FILE} of ours); nothing in it was changed; {what}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_owner(out, kind)
+    except OSError as err:
+        raise OutputError(f"cannot write to {out}: {err.strerror or err}; {what}") from err
+    return earlier
+
+
+def clear_folder(out: Path) -> None:
+    """Empty a local folder that :func:`claim_folder` proved ours (keeping our marker)."""
+    for child in out.iterdir():
+        if child.name == OWNER_FILE:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def temp_sibling(path: Path | RemotePath) -> Path | RemotePath:
+    """A fresh, unpredictable name beside ``path`` for writing it before it is complete."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def remove_file(loc: Path | RemotePath) -> None:
+    """Remove a file we wrote (a temporary one), if it is there."""
+    loc.unlink(missing_ok=True)
+
+
+def umask() -> int:
+    """The process's file mode creation mask (new files get 0o666 & ~umask())."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def open_new(path: Path, mode: int = 0o666):
+    """Open a new local file for binary writing: fails if anything (a file, a symlink) is there."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    return os.fdopen(fd, "wb")
 
 
 def require_free(where: Path | RemotePath, need: int, needs: str, advice: str) -> None:
@@ -197,6 +290,7 @@ def parquet_writer(where: Path | RemotePath, schema, **options):
         from pyarrow.fs import FSSpecHandler, PyFileSystem
 
         return pq.ParquetWriter(where.path, schema, filesystem=PyFileSystem(FSSpecHandler(where.fs)), **options)
+    open_new(where).close()  # claims the (fresh, temporary) name: never writes through a symlink
     return pq.ParquetWriter(where, schema, **options)
 
 

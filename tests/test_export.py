@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import export, schema
-from pipeline.export_cli import export_command
+from pipeline.cli import cli
 from pipeline.extract import extract, node_tables, stream_edges
 from pipeline.model import ModelSpec, walk
 
@@ -230,7 +230,7 @@ def test_size_guard(tiny, tmp_path):
     assert re.search(r"the selection has [\d,]+ edges and [\d,]+ nodes \(about [\d.]+ [KM]B as networkx\)", str(err.value))
     G = export.to_networkx(graph, layers="c1:c1", limit=100, force=True)
     assert G.number_of_edges() > 100
-    # a filter makes the count unknown up front: the guard trips while streaming, and no file stays
+    # a filter makes the count unknown up front: the guard counts first, and no file stays
     path = tmp_path / "g.graphml"
     with pytest.raises(export.ExportTooLarge, match="more than 100 edges"):
         export.write_graphml(graph, path, min_abs_weight=0.01, limit=100)
@@ -252,14 +252,15 @@ def test_cli(tiny, tmp_path):
     graph, _, _, path = tiny
     out = tmp_path / "c.graphml"
     runner = CliRunner()
-    res = runner.invoke(export_command, [str(path), "--out", str(out), "--upstream-of", "out:2", "--depth", "2", "-s"])
+    res = runner.invoke(cli, ["export", str(path), "--out", str(out), "--upstream-of", "out:2", "--depth", "2", "-s"])
     assert res.exit_code == 0, res.output
-    assert re.match(r"wrote \d+ nodes and \d+ edges to .*c\.graphml", res.output)
+    assert re.search(r"^exporting at most [\d,]+ edges \(about .* as graphml\)\nwrote \d+ nodes and \d+ edges "
+                     r"to .*c\.graphml", res.output, re.M)  # the size is said before the work
     assert nx.read_graphml(out, node_type=int).number_of_edges() == 6 + 6 * 20  # out:2 <- d1 (6 units) <- flat (2x2x5)
-    res = runner.invoke(export_command, [str(path), "--out", str(out), "--layers", "x:y", "-s"])
+    res = runner.invoke(cli, ["export", str(path), "--out", str(tmp_path / "d.graphml"), "--layers", "x:y", "-s"])
     assert res.exit_code == 1
     assert res.output.startswith("Error: no layer named 'x'")
-    res = runner.invoke(export_command, [str(path), "--out", str(tmp_path / "pq"), "--format", "parquet",
+    res = runner.invoke(cli, ["export", str(path), "--out", str(tmp_path / "pq"), "--format", "parquet",
                                          "--layers", "c1:c1", "-s"])
     assert res.exit_code == 0, res.output
 

@@ -9,9 +9,9 @@ Each matrix is written as it is; edge order is not meaningful in GraphML.
 Floats are written in the shortest form that reads back to the same float32 (Arrow's formatter,
 double-conversion ``ToShortestSingle``), so ``float(text)`` cast to float32 is bit-exact.
 
-The file is written once, in order, to ``PATH.tmp`` and renamed to ``PATH`` when complete: the
-header and keys, the edges as they stream in, then the nodes (their set is known only after the
-edges), then the footer. GraphML allows nodes and edges in any order inside ``<graph>``;
+The file is written once, in order, to a fresh temporary name beside ``PATH`` and renamed to
+``PATH`` when complete (never over an existing file unless asked): the header and keys, the edges
+as they stream in, then the nodes (their set is known only after the edges), then the footer. GraphML allows nodes and edges in any order inside ``<graph>``;
 ``networkx.read_graphml`` and ``igraph.Graph.Read_GraphML`` read nodes that follow their edges
 (tested).
 """
@@ -19,6 +19,8 @@ edges), then the footer. GraphML allows nodes and edges in any order inside ``<g
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -27,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline import storage
 from pipeline.errors import OutputError, is_disk_full
 
 HEADER = (
@@ -55,9 +58,24 @@ def graphml_type(dtype: pa.DataType) -> str:
     raise OutputError(f"GraphML cannot hold a column of type {dtype}")
 
 
+#: Characters XML 1.0 cannot hold at all, even as references (C0 controls but tab, newline and
+#: carriage return; U+FFFE, U+FFFF).
+_ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def escape(text: str) -> str:
+    """``text`` as XML character data; tab, newline and CR as references so they read back as is.
+
+    Raises OutputError for characters no XML 1.0 document can hold (a layer named with a control
+    character): GraphML cannot carry them; Parquet can.
+    """
+    bad = _ILLEGAL_XML.search(text)
+    if bad:
+        raise OutputError(f"{text!r} holds the control character U+{ord(bad.group()):04X}, which GraphML "
+                          "(XML 1.0) cannot hold; rename it in the model or export with --format parquet")
     return (
         text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+        .replace("\t", "&#9;").replace("\n", "&#10;").replace("\r", "&#13;")
     )
 
 
@@ -249,14 +267,10 @@ class GraphMLWriter:
     """
 
     def __init__(self, path: str | Path, node_attrs: list[tuple[str, pa.DataType]],
-                 edge_attrs: list[tuple[str, pa.DataType]]):
+                 edge_attrs: list[tuple[str, pa.DataType]], overwrite: bool = False):
         self.path = Path(path)
-        if self.path.is_dir():
-            raise OutputError(f"{self.path} is a folder; give a file name for the GraphML output")
-        parent = self.path.parent
-        if not parent.is_dir():
-            raise OutputError(f"cannot write {self.path}: folder {parent} does not exist")
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.overwrite = overwrite
+        check_target(self.path, overwrite)
         self.node_keys = {name: f"d{i}" for i, (name, _) in enumerate(node_attrs)}
         self.edge_keys = {name: f"d{i + len(node_attrs)}" for i, (name, _) in enumerate(edge_attrs)}
         self.keys = [("node", n, t, self.node_keys[n]) for n, t in node_attrs] + [
@@ -269,10 +283,13 @@ class GraphMLWriter:
             f'<key id="{kid}" for="{for_}" attr.name="{escape(name)}" attr.type="{graphml_type(t)}"/>\n'
             for for_, name, t, kid in self.keys
         ] + ['<graph id="G" edgedefault="directed">\n']
-        try:
-            self._fh = open(self.tmp, "wb", buffering=1 << 22)
+        try:  # a fresh name of our own beside the target (never through a symlink)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         except OSError as err:
-            raise OutputError(f"cannot write {self.path}: {err}") from err
+            raise OutputError(f"cannot write {self.path}: {err.strerror or err}") from err
+        self.tmp = Path(tmp)
+        os.fchmod(fd, 0o666 & ~storage.umask())  # mkstemp makes 0600; the result is an ordinary file
+        self._fh = os.fdopen(fd, "wb", buffering=1 << 22)
         self._write([np.frombuffer("".join(head).encode(), np.uint8)])
 
     def __enter__(self) -> GraphMLWriter:
@@ -334,7 +351,20 @@ class GraphMLWriter:
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
-            os.replace(self.tmp, self.path)
+            if self.overwrite:
+                check_target(self.path, True)
+                os.replace(self.tmp, self.path)
+            else:  # a hard link never replaces a file that appeared meanwhile
+                try:
+                    os.link(self.tmp, self.path)
+                except FileExistsError:
+                    raise OutputError(f"{self.path} appeared while the export ran; it was left as it is "
+                                      "(pass --overwrite to replace it)") from None
+                except OSError:  # a filesystem without hard links
+                    check_target(self.path, False)
+                    os.replace(self.tmp, self.path)
+                else:
+                    self.tmp.unlink()
         except OSError as err:
             self._failed(err)
         except BaseException:
@@ -349,6 +379,18 @@ class GraphMLWriter:
         except OSError:
             pass
         self.tmp.unlink(missing_ok=True)
+
+
+def check_target(path: Path, overwrite: bool) -> None:
+    """Refuse a GraphML target that is a folder, a missing folder's file, or (unless
+    ``overwrite``) any existing file or link."""
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name for the GraphML output")
+    if not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_symlink() or (path.exists() and not overwrite):
+        raise OutputError(f"{path} already exists; it was left as it is (pass --overwrite to replace it, "
+                          "or choose another --out)")
 
 
 def graphml_value_type(dtype: pa.DataType) -> pa.DataType:
