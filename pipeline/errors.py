@@ -23,15 +23,24 @@ class ModelError(CnnGraphError):
 
 
 class UnsupportedLayerError(ModelError):
-    """A layer type has no translator."""
+    """A layer type has no translator, or this layer's configuration has no graph form."""
+
+    #: Where the full list of supported layer types is (generated from real runs).
+    SUPPORT_DOC = "docs/support.md"
 
     def __init__(self, layer: str, layer_type: str, supported: list[str], why: str = ""):
+        import difflib
+
         self.layer, self.layer_type, self.supported = layer, layer_type, supported
-        detail = f" ({why})" if why else ""
-        super().__init__(
-            f"layer {layer!r} of type {layer_type} is not supported{detail}; "
-            f"supported types: {', '.join(sorted(supported))}"
-        )
+        #: Up to five supported types whose names are closest to layer_type (when it has no translator).
+        self.closest = [] if why else difflib.get_close_matches(layer_type, supported, n=5, cutoff=0.6)
+        if why:
+            tail = f" ({why})"
+        elif self.closest:
+            tail = f"; closest supported types: {', '.join(self.closest)} (all in {self.SUPPORT_DOC})"
+        else:
+            tail = f"; see {self.SUPPORT_DOC} for the supported types"
+        super().__init__(f"layer {layer!r} of type {layer_type} is not supported{tail}")
 
 
 class UsageError(CnnGraphError):

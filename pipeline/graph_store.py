@@ -96,7 +96,7 @@ def without_weights(graph: ModelGraph) -> ModelGraph:
         light = copy.copy(spec)
         light.weights = dict.fromkeys(spec.weights)
         layers.append(light)
-    return ModelGraph(graph.name, layers, graph.total_neurons, graph.spec)
+    return ModelGraph(graph.name, layers, graph.total_neurons, graph.spec, provenance=graph.provenance)
 
 
 def load_weights(graph: ModelGraph, folder: str | Path) -> ModelGraph:
@@ -127,9 +127,13 @@ def build_in_child(spec: ModelSpec, folder: str | Path) -> ModelGraph:
     env = dict(os.environ)
     # oneDNN keeps its scratch memory (2x the largest initialiser's output: 0.8 GB for VGG16's fc1)
     # for the life of the process; the child runs no convolutions, and the weights are the same.
-    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    env["TF_ENABLE_ONEDNN_OPTS"] = "0"
+    # Keras shows the progress of an ImageNet download on stderr (pipeline.model._imagenet): let the
+    # user see it; other builds keep stderr for the message of a crash.
+    shown = spec.weights == "imagenet"
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.graph_store", str(folder)], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "pipeline.graph_store", str(folder)], stdout=subprocess.PIPE,
+        stderr=None if shown else subprocess.PIPE, text=True, env=env,
     )
     if (folder / ERROR_FILE).exists():
         with open(folder / ERROR_FILE, "rb") as fh:
@@ -202,8 +206,13 @@ def _lean_random(min_size: int = LEAN_RANDOM_MIN_SIZE) -> Iterator[None]:
 
 
 def _child_main(folder: str) -> int:
+    import logging
+
     from pipeline.model import build
 
+    # _lean_random's one-off tf.functions make TensorFlow warn about retracing: noise on the user's
+    # stderr, which an ImageNet download shares (build_in_child)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     path = Path(folder)
     with open(path / "spec.pkl", "rb") as fh:
         spec = pickle.load(fh)

@@ -23,6 +23,12 @@ from pipeline.errors import ModelError, UsageError
 
 #: Seed used when no weights are given.
 DEFAULT_SEED = 0
+#: Model file name endings :func:`load_model` reads.
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+#: The manifest's ``weights`` of a model file that brings its own weights.
+MODEL_FILE_WEIGHTS = "model file"
+#: The manifest's ``weights`` (and a hint in its ``source``) of a model walked in memory.
+IN_MEMORY_WEIGHTS = "in-memory model"
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,8 @@ class ModelGraph:
     spec: ModelSpec | None = None
     #: Folder of .npy files the weights are memory-mapped from (pipeline.graph_store), if any.
     weights_dir: str | None = None
+    #: Where the model and its weights came from (:func:`provenance`), recorded when walked.
+    provenance: dict[str, Any] | None = None
 
     def layer(self, name: str) -> LayerSpec:
         for spec in self.layers:
@@ -140,6 +148,67 @@ def random_weights_note(spec: ModelSpec) -> str | None:
     return None
 
 
+def is_model_file(source: str) -> bool:
+    """True when a spec's source names a file (or anything on disk), not a keras.applications name."""
+    return source.endswith(MODEL_FILE_SUFFIXES) or Path(source).exists()
+
+
+def provenance(spec: ModelSpec | None, name: str) -> dict[str, Any]:
+    """Where a model and its weights came from, as the manifest (and Neo4j's ``:Model``) record it.
+
+    Files are named by absolute path with their sha256, so a folder verifies from any working
+    directory and a file changed since is detected. ``weights`` is ``imagenet``, a weights file,
+    ``model file`` (a .keras/.h5 file's own), ``random(seed=N)`` or ``in-memory model``.
+    """
+    from pipeline.storage import sha256
+
+    if spec is None:
+        return {"name": name, "source": name, "weights": IN_MEMORY_WEIGHTS}
+    info: dict[str, Any] = {"name": name, **spec.to_json()}
+    default = f"random(seed={spec.seed})"
+    if is_model_file(spec.source) and Path(spec.source).is_file():
+        path = Path(spec.source).resolve()
+        info["source"], info["source_sha256"], default = str(path), sha256(path), MODEL_FILE_WEIGHTS
+    if spec.weights is None:
+        info["weights"] = default
+    elif spec.weights != "imagenet":
+        path = Path(spec.weights).resolve()
+        info["weights"] = str(path)
+        if path.is_file():
+            info["weights_sha256"] = sha256(path)
+    return info
+
+
+def model_record(graph: ModelGraph) -> dict[str, Any]:
+    """The manifest's ``model`` entry of a walked graph: its name and :func:`provenance`."""
+    return dict(graph.provenance or provenance(graph.spec, graph.name))
+
+
+def check_provenance(info: dict[str, Any], folder: str | Path | None = None) -> None:
+    """Check that the files a manifest's ``model`` entry names are still the ones recorded.
+
+    Raises ModelError for a missing file or a sha256 that differs (replaying against other
+    weights would report errors that say nothing about the extraction); old manifests, which
+    record no sha256, pass.
+    """
+    from pipeline.storage import sha256
+
+    where = str(folder) if folder is not None else "the folder"
+    for key, what in (("source", "model file"), ("weights", "weights file")):
+        digest = info.get(f"{key}_sha256")
+        if not digest:
+            continue
+        path = Path(info[key])
+        if not path.is_file():
+            raise ModelError(f"{what} {path} that {where} was extracted from does not exist; put it back, "
+                             f"or pass the model: cnngraph verify MODEL --folder {where}")
+        if sha256(path) != digest:
+            raise ModelError(
+                f"{what} {path} has changed since {where} was extracted (its sha256 differs from the "
+                "manifest's): replay would compare against other weights; extract it again"
+            )
+
+
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     """Parse ``H,W,C`` (any rank) into a tuple of positive ints."""
     if text is None or text == "":
@@ -154,9 +223,15 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def _quiet_tensorflow() -> None:
-    """Import TensorFlow once with its C++ start-up chatter (written to fd 2) silenced."""
+    """Import TensorFlow once with its C++ start-up chatter (written to fd 2) silenced.
+
+    oneDNN is asked for (TensorFlow 2.21 no longer turns it on by default here): without it the
+    CPU kernels refuse layers Keras accepts (depthwise convolutions with unequal strides,
+    dilated 1-D transposed convolutions), so ``verify`` could not compute Keras's own output.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if "tensorflow" in sys.modules:
         return
     saved = os.dup(2)
@@ -202,35 +277,58 @@ def _application(name: str):
     return None
 
 
+def _unknown_model(name: str) -> ModelError:
+    """The error for a name that is neither a file nor an application, with the closest names."""
+    import difflib
+
+    import keras
+
+    names = {attr.lower(): attr.lower() for attr in dir(keras.applications)
+             if attr[:1].isupper() and callable(getattr(keras.applications, attr))}
+    close = difflib.get_close_matches(name.lower().replace("_", "").replace("-", ""), list(names), n=3)
+    if close:
+        said = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+        return ModelError(f"unknown model {name!r}: did you mean {said}? "
+                          "(a keras.applications name, or a .keras/.h5 file)")
+    return ModelError(
+        f"unknown model {name!r}: give a .keras/.h5 file or a keras.applications name "
+        "such as vgg16, vgg19, resnet50, mobilenet_v2"
+    )
+
+
 def load_model(spec: ModelSpec):
-    """Build or read the Keras model a spec names (imports TensorFlow)."""
+    """Build or read the Keras model a spec names (imports TensorFlow).
+
+    Files are read in Keras's safe mode (no code from the file runs; a Lambda layer is refused
+    before Keras sees it). ``weights`` ``imagenet`` builds the application with Keras's own
+    ImageNet weights (downloaded once into Keras's cache); a weights file is loaded into the
+    model; without weights an application gets seeded random weights, biases and BN statistics.
+    """
     _quiet_tensorflow()
     import keras
 
-    path = Path(spec.source)
-    if spec.source.endswith((".keras", ".h5", ".hdf5")) or path.exists():
-        if not path.exists():
-            raise ModelError(f"model file {spec.source} does not exist")
-        try:
-            model = _load_keras2_h5(path) or keras.models.load_model(path, compile=False)
-        except Exception as err:  # keras raises many types for corrupt files
-            raise ModelError(f"cannot read model file {spec.source}: {err}") from err
+    if is_model_file(spec.source):
         if spec.input_shape is not None:
             raise UsageError("--input-shape applies to keras.applications names, not to model files")
+        if spec.weights == "imagenet":
+            raise UsageError("--weights imagenet applies to keras.applications names; a model file has its "
+                             "own weights (or pass a weights file)")
+        model = _read_model_file(Path(spec.source))
+        if spec.weights is not None:
+            _load_weights_file(model, spec.weights)
         return model
     ctor = _application(spec.source)
     if ctor is None:
-        raise ModelError(
-            f"unknown model {spec.source!r}: give a .keras/.h5 file or a keras.applications name "
-            "such as vgg16, vgg19, resnet50, mobilenet_v2"
-        )
+        raise _unknown_model(spec.source)
     weights = spec.weights
-    if weights not in (None, "imagenet") and not Path(weights).exists():
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ModelError(f"weights file {weights} does not exist")
     keras.utils.set_random_seed(spec.seed)
     kwargs: dict[str, Any] = {"weights": None, "include_top": spec.include_top}
     if spec.input_shape is not None:
         kwargs["input_shape"] = spec.input_shape
+    if weights == "imagenet":
+        return _imagenet(ctor, spec.source, kwargs)
     try:
         model = ctor(**kwargs)
     except ValueError as err:
@@ -239,36 +337,178 @@ def load_model(spec: ModelSpec):
         randomize_biases(model, spec.seed)
         randomize_batchnorm(model, spec.seed)
     else:
-        try:
-            model.load_weights(weights)
-        except Exception as err:
-            raise ModelError(
-                f"cannot load weights {weights!r}: {err} (no downloads are possible offline: "
-                "pass a local weights file)"
-            ) from err
+        _load_weights_file(model, weights)
     return model
 
 
-def _load_keras2_h5(path: Path):
-    """Read an .h5 file whose config uses Keras 2's ``batch_input_shape``; None for other files.
+#: Seconds a stalled ImageNet download may wait on its socket before it fails (a slow one goes on).
+DOWNLOAD_TIMEOUT = 60
 
-    Keras 3 names it ``batch_shape`` on an InputLayer and misreads Keras 2's form on the first
-    layer of a Sequential, so the config is rewritten to Keras 3's form before the weights load.
+
+def _imagenet(ctor, name: str, kwargs: dict[str, Any]):
+    """Build an application with Keras's ImageNet weights: Keras downloads them into its cache.
+
+    Keras's download messages go to stderr (stdout may carry ``--json``); a download that cannot
+    start fails with one line that names the file and how to pass it (``--weights FILE``).
+    """
+    import contextlib
+    import socket
+
+    previous = socket.getdefaulttimeout()
+    if previous is None:
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return ctor(**{**kwargs, "weights": "imagenet"})
+    except ValueError as err:
+        if "hash" in str(err):
+            raise ModelError(f"the ImageNet weights of {name} downloaded incompletely ({_first_line(err)}); "
+                             "run again, or pass a local weights file: --weights FILE") from err
+        raise UsageError(f"{name} cannot be built with ImageNet weights: {_first_line(err)}") from err
+    except Exception as err:  # Keras raises a bare Exception for URL failures
+        raise ModelError(
+            f"downloading the ImageNet weights of {name} failed ({_first_line(err)}); without internet "
+            "access, fetch that file elsewhere and pass it: --weights FILE"
+        ) from err
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _load_weights_file(model, weights: str) -> None:
+    """Load a weights file (.weights.h5, or a legacy .h5 such as Keras's ImageNet files) into model."""
+    import warnings
+
+    if not Path(weights).is_file():
+        raise ModelError(f"weights file {weights} does not exist")
+    hint = "it must be saved from the same architecture (same application, input shape and --no-top)"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model.load_weights(weights)
+        except Exception as err:  # keras raises many types for mismatched or corrupt files
+            raise ModelError(f"cannot load weights file {weights} into {model.name}: {_first_line(err)}; {hint}") from err
+    for w in caught:  # Keras only warns when it leaves some layers at their initial weights
+        if "freshly-initialized" in str(w.message) or "could not be loaded" in str(w.message):
+            raise ModelError(f"weights file {weights} does not cover {model.name}: {_first_line(w.message)}; {hint}")
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _model_config(path: Path) -> dict[str, Any] | None:
+    """The architecture config a model file holds, read as JSON without Keras (None if absent).
+
+    Raises ModelError for a folder, a file that is not a zip (.keras) or HDF5 (.h5), or one of
+    another format.
     """
     import json
+    import zipfile
 
     import h5py
 
-    if path.suffix not in (".h5", ".hdf5"):
+    if path.is_dir():
+        from pipeline.schema import MANIFEST
+
+        if (path / MANIFEST).exists():
+            try:
+                source = json.loads((path / MANIFEST).read_text())["model"]["source"]
+                named = f": its manifest names {source}"
+            except (OSError, ValueError, KeyError, TypeError):
+                named = " (a .keras/.h5 file or a keras.applications name)"
+            raise ModelError(f"{path} is an extraction folder, not a model: give the model it was extracted from{named}")
+        raise ModelError(f"{path} is a folder, not a model: give a .keras/.h5 file or a keras.applications name")
+    if not path.exists():
+        raise ModelError(f"model file {path} does not exist")
+    try:
+        if path.suffix == ".keras":
+            if not zipfile.is_zipfile(path):
+                raise ModelError(f"{path} is not a valid .keras file (Keras writes them as zip archives)")
+            with zipfile.ZipFile(path) as archive:
+                if "config.json" not in archive.namelist():
+                    raise ModelError(f"{path} is not a valid .keras file (it has no config.json)")
+                return json.loads(archive.read("config.json"))
+        if path.suffix in (".h5", ".hdf5"):
+            if not h5py.is_hdf5(path):
+                raise ModelError(f"{path} is not a valid {path.suffix} file (not HDF5)")
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+            if raw is None:
+                raise ModelError(f"{path} holds no model (no model_config): a weights-only file? "
+                                 "pass it as --weights FILE with the model it belongs to")
+            return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ModelError(f"{path} is not a valid {path.suffix} file: {_first_line(err)}") from err
+    raise ModelError(f"{path} is not a model file: give a .keras or .h5 file (or a keras.applications name)")
+
+
+def _find_lambda(config: Any) -> str | None:
+    """The name of the first Lambda layer anywhere in a model config, or None."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "Lambda":
+            return str((config.get("config") or {}).get("name", "?"))
+        values = config.values()
+    elif isinstance(config, list):
+        values = config
+    else:
         return None
-    with h5py.File(path, "r") as f:
-        raw = f.attrs.get("model_config")
-    if raw is None:
+    for value in values:
+        found = _find_lambda(value)
+        if found is not None:
+            return found
+    return None
+
+
+#: Oldest Keras releases, per line, without the known load-time code-execution flaws (pyproject.toml).
+SAFE_KERAS = ((3, 15, 1), (3, 12, 4))
+
+
+def _require_safe_keras(version: str) -> None:
+    """Refuse to read model files with a Keras whose safe mode is known to be bypassable."""
+    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+    latest, backports = SAFE_KERAS
+    if parts >= latest or backports <= parts < (3, 13):
+        return
+    raise ModelError(
+        f"Keras {version} can run code hidden in model files (known safe_mode bypasses); upgrade it before "
+        f"reading model files: pip install 'keras>={'.'.join(map(str, latest))}'"
+    )
+
+
+def _read_model_file(path: Path):
+    """Read a .keras/.h5 model in Keras's safe mode, refusing Lambda layers first (named)."""
+    import keras
+    from keras.src.saving import serialization_lib
+
+    from pipeline.errors import UnsupportedLayerError
+
+    _require_safe_keras(keras.__version__)
+    config = _model_config(path)
+    name = _find_lambda(config)
+    if name is not None:
+        from pipeline.layers import registry
+
+        raise UnsupportedLayerError(name, "Lambda", registry.supported(), registry.NEVER["Lambda"])
+    try:
+        with serialization_lib.SafeModeScope(True):
+            return _load_keras2_h5(path, config) or keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:  # keras raises many types for files it cannot rebuild
+        raise ModelError(f"cannot read model file {path}: {_first_line(err)}") from err
+
+
+def _load_keras2_h5(path: Path, config: dict[str, Any] | None):
+    """Read an .h5 file whose config uses Keras 2's ``batch_input_shape``; None for other files.
+
+    Keras 3 names it ``batch_shape`` on an InputLayer and misreads Keras 2's form on the first
+    layer of a Sequential, so the config is rewritten to Keras 3's form, then rebuilt the way
+    Keras reads .h5 files itself: legacy config rules, in safe mode.
+    """
+    import json
+
+    if path.suffix not in (".h5", ".hdf5") or config is None or "batch_input_shape" not in json.dumps(config):
         return None
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    if "batch_input_shape" not in text:
-        return None
-    config = json.loads(text)
     layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
     fixed = []
     for layer in layers:
@@ -283,9 +523,11 @@ def _load_keras2_h5(path: Path):
         config["config"]["layers"] = fixed
     else:
         config["config"] = fixed
-    from keras.src.legacy.saving import saving_utils  # the reader Keras itself uses for .h5
+    from keras.src.legacy.saving import saving_options, saving_utils  # the reader Keras itself uses for .h5
+    from keras.src.saving import serialization_lib
 
-    model = saving_utils.model_from_config(config)
+    with saving_options.keras_option_scope(use_legacy_config=True), serialization_lib.SafeModeScope(True):
+        model = saving_utils.model_from_config(config)
     model.load_weights(path)
     return model
 
@@ -445,7 +687,8 @@ def walk(model, spec: ModelSpec | None = None, reader: Callable[[Any], np.ndarra
             offset = max(offset, last.offset + last.size) if last is not None else offset
     for spec_ in layers:
         registry.get(spec_.type, spec_.name).check(spec_)
-    return ModelGraph(name=model.name, layers=layers, total_neurons=offset, spec=spec)
+    return ModelGraph(name=model.name, layers=layers, total_neurons=offset, spec=spec,
+                      provenance=provenance(spec, model.name))
 
 
 def _weight_name(var) -> str:

@@ -60,19 +60,33 @@ def graph_layers(graph: ModelGraph, max_edges: int = CHUNK_EDGES) -> Iterator[La
         )
 
 
-def folder_layers(folder: str | Path, max_edges: int = CHUNK_EDGES) -> Iterator[LayerReplay]:
-    """Replay inputs read back from an extraction folder's Parquet files."""
-    import pyarrow.parquet as pq
+def folder_layers(
+    folder: str | Path, max_edges: int = CHUNK_EDGES, check: bool = True, progress: Progress = NULL
+) -> Iterator[LayerReplay]:
+    """Replay inputs read back from an extraction folder's Parquet files.
+
+    The manifest is read, and with ``check`` every file it lists checked against its recorded
+    sha256 (pipeline.dataset.check_files), before this returns: a damaged folder fails here,
+    named, not halfway through a replay.
+    """
+    from pipeline.dataset import check_files
+    from pipeline.errors import OutputError
 
     root = Path(folder)
     manifest = read_manifest(root)
     if manifest.get("granularity", "neuron") != "neuron":
-        from pipeline.errors import OutputError
-
         raise OutputError(
             f"{folder} holds a {manifest['granularity']}-level graph; replay needs a neuron-level "
             "extraction (cnngraph extract without --granularity)"
         )
+    if check:
+        check_files(root, manifest, progress)
+    return _folder_layers(root, manifest, max_edges)
+
+
+def _folder_layers(root: Path, manifest: dict[str, Any], max_edges: int) -> Iterator[LayerReplay]:
+    import pyarrow.parquet as pq
+
     for entry in manifest["layers"]:
         if entry["nodes"] == 0 or entry["type"] == "InputLayer" or entry["boundary"]:
             continue
@@ -98,6 +112,31 @@ def folder_layers(folder: str | Path, max_edges: int = CHUNK_EDGES) -> Iterator[
             entry["name"], entry["id_start"], tuple(entry["output_shape"]), bias, entry["activation"], edges,
             float((entry.get("config") or {}).get("epsilon") or 0.0),
         )
+
+
+def check_same_model(graph: ModelGraph, folder: str | Path) -> None:
+    """Raise VerificationError unless folder was extracted from a model shaped like graph.
+
+    Compares each manifest layer's name, type and id range with the graph's, so replaying a
+    folder against another model fails with the first difference, not with large errors.
+    """
+    from pipeline.errors import VerificationError
+
+    manifest = read_manifest(folder)
+    ours = {s.name: s for s in graph.layers}
+    for entry in manifest["layers"]:
+        spec = ours.get(entry["name"])
+        if spec is None:
+            raise VerificationError(f"{folder} was not extracted from {graph.name}: it has no layer {entry['name']!r}; "
+                                    f"give the model the folder came from ({manifest['model'].get('source')})")
+        mine = (spec.type, spec.output.offset, spec.output.offset + spec.output.size)
+        theirs = (entry["type"], entry["id_start"], entry["id_stop"])
+        if mine != theirs:
+            raise VerificationError(
+                f"{folder} was not extracted from {graph.name}: layer {entry['name']!r} is {theirs[0]} with ids "
+                f"{theirs[1]}..{theirs[2]} there and {mine[0]} with ids {mine[1]}..{mine[2]} here; give the model "
+                f"the folder came from ({manifest['model'].get('source')})"
+            )
 
 
 def replay(
@@ -223,6 +262,7 @@ def _outputs_of(model, names: list[str], x) -> list[np.ndarray]:
 
 
 def random_inputs(graph: ModelGraph, samples: int, seed: int) -> dict[int, np.ndarray]:
+    """Seeded standard-normal values for each input tensor, keyed by its id offset."""
     rng = np.random.default_rng(seed)
     return {
         s.output.offset: rng.standard_normal((samples, *s.output.shape)).astype(np.float32)
@@ -245,11 +285,20 @@ def verify(
     seed: int = 0,
     tolerance: float = TOLERANCE,
     progress: Progress = NULL,
+    check: bool = True,
 ) -> VerifyResult:
-    """Replay the graph (from the engine, or from an extraction folder) against Keras."""
+    """Replay the graph (from the engine, or from an extraction folder) against Keras.
+
+    A folder must come from a model shaped like ``graph``, and with ``check`` its files must
+    have their recorded sha256, before anything is replayed.
+    """
+    if folder is not None:
+        check_same_model(graph, folder)
+        layers = folder_layers(folder, check=check, progress=progress)
+    else:
+        layers = graph_layers(graph)
     inputs = random_inputs(graph, samples, seed)
     reference = keras_outputs(model, graph, _in_model_order(model, graph, inputs))
-    layers = folder_layers(folder) if folder is not None else graph_layers(graph)
     from pipeline.plan import plan
 
     total_edges = plan(graph).edges

@@ -8,7 +8,7 @@ import h5py
 import keras
 import pytest
 
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, UnsupportedLayerError
 from pipeline.model import ModelSpec, load_model, walk
 from pipeline.replay import verify
 
@@ -76,3 +76,33 @@ def test_random_biases_are_seeded():
     c = walk(load_model(ModelSpec("vgg16", (32, 32, 3), include_top=False, seed=8)))
     bias = lambda g: g.layer("block1_conv1").weights["bias"]  # noqa: E731
     assert (bias(a) == bias(b)).all() and not (bias(a) == bias(c)).all() and bias(a).any()
+
+
+def test_keras2_h5_is_rebuilt_in_safe_mode(tmp_path):
+    """Past the Lambda check, Keras itself refuses the Python code of a Keras 2 style file."""
+    from pipeline.model import _load_keras2_h5, _model_config
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2), keras.layers.Dense(2)])
+    path = tmp_path / "lambda.h5"
+    model.save(path)
+    _keras2_style(path, drop_input_layer=True)
+    with pytest.raises(ValueError, match="arbitrary code execution"):
+        _load_keras2_h5(path, _model_config(path))
+
+
+def test_lambda_layer_in_memory_says_why():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2, name="twice")])
+    with pytest.raises(UnsupportedLayerError, match=r"^layer 'twice' of type Lambda is not supported \(it runs arbitrary Python code"):
+        walk(model)
+
+
+@pytest.mark.parametrize(("version", "safe"), [("3.15.1", True), ("3.16.0", True), ("3.12.4", True),
+                                               ("3.13.1", False), ("3.14.0", False), ("3.12.1", False)])
+def test_keras_with_known_load_flaws_is_refused(version, safe):
+    from pipeline.model import _require_safe_keras
+
+    if safe:
+        _require_safe_keras(version)
+    else:
+        with pytest.raises(ModelError, match=r"pip install 'keras>=3\.15\.1'"):
+            _require_safe_keras(version)

@@ -42,6 +42,15 @@ TRANSLATORS.append(PReLU())
 
 _BY_TYPE: dict[str, Translator] = {t: tr for tr in TRANSLATORS for t in tr.types}
 
+#: Why some well-known layer types can never have a translator (said instead of near names).
+NEVER: dict[str, str] = {
+    "Lambda": (
+        "it runs arbitrary Python code: cnngraph neither loads it from files nor can turn it into "
+        "edges; build the model from Keras layers or keras.ops calls instead"
+    ),
+    "TFSMLayer": "it wraps a TensorFlow SavedModel, whose operations cannot be walked; load a .keras model",
+}
+
 
 def supported() -> list[str]:
     """Keras class names that have a translator."""
@@ -53,4 +62,4 @@ def get(layer_type: str, layer_name: str = "?") -> Translator:
     try:
         return _BY_TYPE[layer_type]
     except KeyError:
-        raise UnsupportedLayerError(layer_name, layer_type, supported()) from None
+        raise UnsupportedLayerError(layer_name, layer_type, supported(), NEVER.get(layer_type, "")) from None
