@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.errors import Neo4jError, Neo4jUnavailable
-from pipeline.neo4j.cli_server import neo4j_group
+from pipeline.cli import cli
+from pipeline.errors import Neo4jError, Neo4jUnavailable, OutputError
 from pipeline.neo4j.server import PORT_ENV, Connection, ManagedServer, driver
 
 pytest_plugins = ["tests.neo4j_plugin"]
@@ -64,7 +64,7 @@ def _count(conn: Connection, query: str) -> int:
 
 def test_status_when_down(server: ManagedServer, cli_env: dict[str, str]) -> None:
     assert not server.is_running()
-    result = CliRunner().invoke(neo4j_group, ["status"], env=cli_env)
+    result = CliRunner().invoke(cli, ["neo4j", "status"], env=cli_env)
     assert result.exit_code == 1
     assert "running: False" in result.output
 
@@ -76,7 +76,7 @@ def test_start_and_status(server: ManagedServer, cli_env: dict[str, str]) -> Non
     info = server.status()
     assert info["running"] and info["pid"] == server.pid() and info["uri"] == conn.uri
     assert info["version"] == "5.26.19" and info["log"].endswith("neo4j.log")
-    result = CliRunner().invoke(neo4j_group, ["status"], env=cli_env)
+    result = CliRunner().invoke(cli, ["neo4j", "status"], env=cli_env)
     assert result.exit_code == 0, result.output
     assert "running: True" in result.output
     assert server.start() == conn  # already running: returns at once
@@ -88,6 +88,7 @@ def test_generated_password_connects(server: ManagedServer) -> None:
 
 def test_password_file_mode(server: ManagedServer) -> None:
     assert stat.S_IMODE(server.password_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(server.home.stat().st_mode) == 0o700
     assert len(server.password()) >= 20
 
 
@@ -99,7 +100,7 @@ def test_wrong_password_is_a_clear_error(server: ManagedServer) -> None:
 
 
 def test_env_output(server: ManagedServer, cli_env: dict[str, str]) -> None:
-    result = CliRunner().invoke(neo4j_group, ["env"], env=cli_env)
+    result = CliRunner().invoke(cli, ["neo4j", "env"], env=cli_env)
     assert result.exit_code == 0, result.output
     line = result.output.strip()
     match = re.fullmatch(r"export NEO4J_URI=(\S+) NEO4J_USERNAME=neo4j NEO4J_PASSWORD=(\S+)", line)
@@ -133,8 +134,32 @@ def test_admin_import_then_count(server: ManagedServer, tmp_path: Path) -> None:
     assert _count(conn, "MATCH (:Neuron)-[r:CONNECTS]->(:Neuron) RETURN sum(r.weight)") == -1.0
 
 
+def test_admin_import_refused_without_space(server: ManagedServer, tmp_path: Path) -> None:
+    """Not enough free space for the expected store: refused before the server is stopped."""
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("id:ID\n7\n")
+    pid = server.pid()
+    with pytest.raises(OutputError, match=r"bulk import .* needs about .* free .*database is untouched"):
+        server.admin_import(["--id-type=integer", f"--nodes=Neuron={nodes}", "--overwrite-destination=true"],
+                            store_bytes=1 << 60)
+    assert server.pid() == pid
+    assert _count(server.connection_info(), "MATCH (n:Neuron) RETURN count(n)") == 3
+
+
+def test_admin_import_failing_midway(server: ManagedServer, tmp_path: Path) -> None:
+    """The importer deleted the old store: the message says so, the server runs an empty database."""
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("id:ID,name\n1,a\n1,b\n")  # duplicate ids fail the node import
+    with pytest.raises(Neo4jError, match=r"(?s)import failed.*old 'neo4j' database was deleted.*now empty; "
+                       r"the server is running again; see .*import\.log"):
+        server.admin_import(["--id-type=integer", f"--nodes=Neuron={nodes}", "--overwrite-destination=true"])
+    assert server.is_running()
+    assert _count(server.connection_info(), "MATCH (n) RETURN count(n)") == 0
+
+
 def test_admin_import_error_names_log(server: ManagedServer, tmp_path: Path) -> None:
-    with pytest.raises(Neo4jError, match=r"import failed.*import\.log"):
+    with pytest.raises(Neo4jError, match=r"(?s)import failed.*database is unchanged; the server is stopped: "
+                       r"start it with `cnngraph neo4j start`; see .*import\.log"):
         server.admin_import([f"--nodes={tmp_path / 'missing.csv'}"], restart=False)
     assert not server.is_running()
 
@@ -146,7 +171,7 @@ def test_reset_database(server: ManagedServer) -> None:
 
 def test_stop(server: ManagedServer, cli_env: dict[str, str]) -> None:
     uri = server.uri()
-    result = CliRunner().invoke(neo4j_group, ["stop"], env=cli_env)
+    result = CliRunner().invoke(cli, ["neo4j", "stop"], env=cli_env)
     assert result.exit_code == 0 and "stopped" in result.output
     assert not server.is_running() and server.status()["pid"] is None
     with pytest.raises(Neo4jUnavailable, match="cnngraph neo4j start"):
