@@ -33,7 +33,9 @@ def run(
 ) -> RunResult:
     """Extract a model into out, replay it against Keras (unless check=False), load it into Neo4j.
 
-    Raises VerificationError when replay exceeds its tolerance: nothing is loaded then.
+    The folder's files are not checked against their sha256 again before replay and load: this
+    call has just written them. Raises VerificationError when replay exceeds its tolerance:
+    nothing is loaded then.
     """
     from pipeline.neo4j import loader
 
@@ -41,7 +43,7 @@ def run(
     extracted = extract(graph, out, layers=layers, progress=progress, workers=workers)
     checked = None
     if check and not layers:
-        checked = verify(model, graph, folder=out, samples=samples, progress=progress)
+        checked = verify(model, graph, folder=out, samples=samples, progress=progress, check=False)
         if not checked.ok:
             worst = max(checked.errors, key=checked.errors.get)
             raise VerificationError(
@@ -49,5 +51,6 @@ def run(
                 f"{checked.tolerance:.0e}); nothing was loaded. Please report this with the model"
             )
     del model
-    loaded = loader.load(out, mode=mode, model_name=model_name, replace=replace, progress=progress)
+    loaded = loader.load(out, mode=mode, model_name=model_name, replace=replace, progress=progress,
+                         check=False)
     return RunResult(extracted, checked, loaded)

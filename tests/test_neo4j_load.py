@@ -214,14 +214,14 @@ def test_import_files_for_another_server(neo4j_conn, tiny_dir, tmp_path):
     files = bulk.write_server_files(tiny_dir, tmp_path / "imp", "srvm")
     script = "\n".join(line for line in files.script.read_text().splitlines() if not line.startswith("#"))
     assert files.script.stat().st_mode & 0o111 and "--overwrite-destination" not in script
-    assert "--nodes=Neuron:Conv2D=$D/nodes-" in script and not list(files.folder.glob(".cnngraph*"))
+    assert '--nodes=Neuron:Conv2D="$D"/nodes-' in script and not (files.folder / bulk._PARTIAL).exists()
     assert files.bytes == sum(f.stat().st_size for f in files.folder.rglob("*") if f.is_file())
     assert len(list(files.folder.rglob("part-*.csv.gz"))) >= 4
     with pytest.raises(errors.UsageError, match=r"no neurons of model 'srvm'.*import.sh"):
         bulk.after_import(tiny_dir, "srvm", conn=neo4j_conn)
     foreign = tmp_path / "foreign"
     (foreign / "x").mkdir(parents=True)
-    with pytest.raises(errors.OutputError, match="holds no cnngraph import files"):
+    with pytest.raises(errors.OutputError, match="is not empty and .*choose another folder"):
         bulk.write_server_files(tiny_dir, foreign, "srvm")
     assert bulk.write_server_files(tiny_dir, files.folder, "srvm").bytes == files.bytes  # rerun: replaced
     if not MANAGED:
@@ -295,14 +295,14 @@ def test_online_coarse_granularity_and_export(neo4j_conn, neo4j_driver, coarse_d
             for r in [want_e.set_index([schema.SOURCE, schema.TARGET]).loc[(s, t)]]}
     want_nodes = {r[schema.ID]: [r[c] if c == schema.CONFIG or c == schema.PARAMS else list(r[c]) for c in extra_n]
                   for _, r in want_n.iterrows()}
-    for source in (coarse_dir, "neo4j:coarseo"):
+    for i, source in enumerate((coarse_dir, "neo4j:coarseo")):
         G = to_networkx(source, conn=neo4j_conn)
         assert {(u, v): [list(d[c]) for c in extra_e] for u, v, d in G.edges(data=True)} == want
         assert {n: [d[c] for c in extra_n] for n, d in G.nodes(data=True)} == want_nodes
-        path = write_graphml(source, tmp_path / "g.graphml", conn=neo4j_conn).path
+        path = write_graphml(source, tmp_path / f"g{i}.graphml", conn=neo4j_conn).path
         H = nx.read_graphml(path, node_type=int)
         assert {(u, v): [json.loads(d[c]) for c in extra_e] for u, v, d in H.edges(data=True)} == want
-        out = write_parquet(source, tmp_path / "pq", conn=neo4j_conn).path
+        out = write_parquet(source, tmp_path / f"pq{i}", conn=neo4j_conn).path
         got = pd.read_parquet(out / schema.EDGES_DIR)
         assert {(s, t): [list(r[c]) for c in extra_e] for _, r in got.iterrows() for s, t in [(r[schema.SOURCE], r[schema.TARGET])]} == want
         got_n = pd.read_parquet(out / schema.NODES_DIR)
@@ -325,18 +325,21 @@ def test_missing_endpoint_is_not_committed(neo4j_conn, neo4j_driver, tiny_dir):
 
     loader.load(tiny_dir, "online", "gone", replace=True, conn=neo4j_conn)
     manifest = loader.read_manifest(tiny_dir)
+    info = graph.model_info(neo4j_driver, "gone")
+    owner = (info["load_run"], info["fingerprint"])
     edges = pq.read_table(tiny_dir / loader._files(tiny_dir, manifest, "edge_files")[0][1])
     with neo4j_driver.session() as session:
         nids = loader.NeuronIds.fetch(session, manifest, "gone")
         victim = int(edges.column(schema.SOURCE)[0].as_py())
         neo4j_driver.execute_query("MATCH (n:Neuron {model: 'gone', id: $id}) DETACH DELETE n",
                                    id=victim)
-        neo4j_driver.execute_query("CREATE (:LoadState {model: 'gone', done: []})")
+        neo4j_driver.execute_query("CREATE (:LoadState {model: 'gone', done: [], run: $run})",
+                                   run=owner[0])
         before = graph.layer_counts(neo4j_driver, "gone")
         for form in ("id", "distinct"):
             query, params = loader.edge_batch(edges, "gone", nids, form)
             with pytest.raises(errors.Neo4jError, match="endpoint is missing"):
-                loader._write_unit(session, "gone", 999, query, params)
+                loader._write_unit(session, "gone", 999, query, params, *owner)
         assert graph.layer_counts(neo4j_driver, "gone") == before
     loader.drop(neo4j_conn, "gone")
 
@@ -421,11 +424,11 @@ def test_server_stopped_mid_load_then_resume(neo4j_conn, neo4j_driver, tiny_dir,
     real = loader._write_unit
     calls = [0]
 
-    def write_then_stop(session, model, unit, query, params):
+    def write_then_stop(session, model, unit, query, params, *owner):
         calls[0] += 1
         if calls[0] == 4:
             server.stop()
-        return real(session, model, unit, query, params)
+        return real(session, model, unit, query, params, *owner)
 
     monkeypatch.setattr(loader, "_write_unit", write_then_stop)
     try:
@@ -453,6 +456,7 @@ def test_wrong_password(neo4j_conn, tiny_dir):
 
 @pytest.mark.parametrize("name", [
     "x`) DETACH DELETE n //", "1abc", "", "a" * 65, "a-b", "ok name", "Model'}) MATCH (n",
+    "abc\n", "abc\r", "abc\n//",
 ])
 def test_malicious_model_names_rejected(tiny_dir, name):
     # The connection points nowhere: validation must happen before any query.
@@ -467,10 +471,12 @@ def test_malicious_layer_type_rejected(tiny_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_dir, bad)
     manifest = json.loads((bad / schema.MANIFEST).read_text())
-    manifest["layers"][1]["type"] = "Conv2D`) DETACH DELETE (n"
-    (bad / schema.MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(errors.UsageError, match="invalid layer type label"):
-        loader.load(bad, "online", "ok", conn=Connection("bolt://127.0.0.1:1", "neo4j", "x"))
+    nowhere = Connection("bolt://127.0.0.1:1", "neo4j", "x")
+    for label in ("Conv2D`) DETACH DELETE (n", "Conv2D\n"):
+        manifest["layers"][1]["type"] = label
+        (bad / schema.MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(errors.UsageError, match="invalid layer type label"):
+            loader.load(bad, "online", "ok", conn=nowhere)
 
 
 def test_incomplete_extraction(tmp_path):
@@ -479,40 +485,40 @@ def test_incomplete_extraction(tmp_path):
 
 
 def test_cli_load_and_drop(neo4j_conn, neo4j_driver, tiny_dir, monkeypatch):
-    from pipeline.neo4j.cli_load import drop_command, load_command
+    from pipeline.cli import cli
 
     if not MANAGED:
         monkeypatch.setenv("NEO4J_PASSWORD", neo4j_conn.password)
     runner = CliRunner()
-    result = runner.invoke(load_command, [str(tiny_dir), "--mode", "online", "--model-name",
+    result = runner.invoke(cli, ["load", str(tiny_dir), "--mode", "online", "--model-name",
                                           "clim", "--replace", "-s"])
     assert result.exit_code == 0, result.output
     assert "loaded model 'clim' (online): 136 neurons, 960 relationships" in result.output
     assert_round_trip(neo4j_driver, tiny_dir, "clim")
-    result = runner.invoke(load_command, [str(tiny_dir), "--mode", "online", "--model-name",
+    result = runner.invoke(cli, ["load", str(tiny_dir), "--mode", "online", "--model-name",
                                           "bad name", "-s"])
     assert result.exit_code == 1
     assert "Error: invalid model name 'bad name'" in result.output
-    result = runner.invoke(drop_command, ["clim", "-s"])
+    result = runner.invoke(cli, ["drop", "clim", "-s"])
     assert result.exit_code == 0, result.output
     assert "dropped model 'clim': 142 nodes, 964 relationships" in result.output
 
 
 def test_cli_files_only_and_after_import(neo4j_conn, tiny_dir, tmp_path, monkeypatch):
-    from pipeline.neo4j.cli_load import load_command
+    from pipeline.cli import cli
 
     if not MANAGED:
         monkeypatch.setenv("NEO4J_PASSWORD", neo4j_conn.password)
     runner = CliRunner()
     out = tmp_path / "imp"
-    result = runner.invoke(load_command, [str(tiny_dir), "--files-only", str(out), "--model-name", "clif", "-s"])
+    result = runner.invoke(cli, ["load", str(tiny_dir), "--files-only", str(out), "--model-name", "clif", "-s"])
     assert result.exit_code == 0, result.output
     assert "wrote import files for model 'clif' (136 neurons, 960 relationships" in result.output
     assert f"sh {out / 'import.sh'}" in result.output and "--after-import --model-name clif" in result.output
-    result = runner.invoke(load_command, [str(tiny_dir), "--after-import", "--model-name", "clif", "-s"])
+    result = runner.invoke(cli, ["load", str(tiny_dir), "--after-import", "--model-name", "clif", "-s"])
     assert result.exit_code == 1 and "Error: the database at" in result.output
     assert "holds no neurons of model 'clif'" in result.output
-    result = runner.invoke(load_command, [str(tiny_dir), "--mode", "online", "--files-only", str(out)])
+    result = runner.invoke(cli, ["load", str(tiny_dir), "--mode", "online", "--files-only", str(out)])
     assert result.exit_code == 2 and "--files-only and --after-import belong to --mode bulk" in result.output
-    result = runner.invoke(load_command, [str(tiny_dir), "--files-only", str(out), "--after-import"])
+    result = runner.invoke(cli, ["load", str(tiny_dir), "--files-only", str(out), "--after-import"])
     assert result.exit_code == 2 and "two steps" in result.output

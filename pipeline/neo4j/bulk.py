@@ -14,11 +14,18 @@ Speed (measured on 2 cores, 17.4 M relationships; docs/graph-model.md):
 * CSV input (the importer parses CSV faster than it decodes Parquet), one part file per
   extraction row group, written by a thread pool (pyarrow's CSV writer releases the GIL); each
   group's header is a separate one-line file.
+
+Text fields (layer names are any text Keras allows: commas, quotes, line breaks; parametrised
+activations have commas) are written unquoted when no value of the part file needs quotes (the
+usual case: the check looks at each column's dictionary, a few values), else the whole part is
+quoted as the importer reads it (RFC 4180: ``"..."``, ``""`` inside); a group with line breaks
+inside fields is listed in ``--multiline-fields`` (format v2: only those files pay for it).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from pipeline import errors, schema, storage
+from pipeline import dataset, errors, schema, storage
 from pipeline.neo4j import graph, loader
 from pipeline.plan import human_bytes, import_file_bytes
 from pipeline.progress import NULL, Progress
@@ -115,19 +122,53 @@ def _plain(table: pa.Table) -> pa.Table:
                      for n, c in zip(table.column_names, table.columns, strict=True)})
 
 
-def _write_part(table: pa.Table, path: Path, input_type: str) -> None:
+#: A CSV field needs quotes when it holds the importer's delimiter, its quote or a line break
+#: (``--delimiter=,`` and ``--quote='"'``, the defaults); a line break also needs
+#: ``--multiline-fields``.
+_NEEDS_QUOTES = r'[,"\r\n]'
+_LINE_BREAK = r"[\r\n]"
+
+
+def _text_columns(table: pa.Table) -> list[pa.ChunkedArray]:
+    """The distinct-ish text of each text column: a dictionary column's dictionaries (a few
+    values), a plain text column itself; ``;``-joined number lists (``...[]``) hold no
+    special characters and are skipped."""
+    out = []
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if name.endswith("[]"):
+            continue
+        if pa.types.is_dictionary(col.type) and pa.types.is_string(col.type.value_type):
+            out.append(pa.chunked_array([c.dictionary for c in col.chunks], col.type.value_type))
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            out.append(col)
+    return out
+
+
+def csv_quoting(table: pa.Table) -> tuple[bool, bool]:
+    """(some text field of ``table`` needs quotes, some holds a line break); vectorised."""
+    def any_match(pattern: str) -> bool:
+        return any(pc.any(pc.match_substring_regex(c, pattern)).as_py() for c in cols if len(c))
+
+    cols = _text_columns(table)
+    quote = any_match(_NEEDS_QUOTES)
+    return quote, quote and any_match(_LINE_BREAK)
+
+
+def _write_part(table: pa.Table, path: Path, input_type: str) -> bool:
+    """Write one import part file; True when a field holds a line break (``--multiline-fields``)."""
     if input_type == "parquet":
         pq.write_table(table, path, compression="none", row_group_size=1 << 20,
                        use_dictionary=[c for c in _DICT_COLUMNS if c in table.column_names])
-        return
-    # Layer-granularity configs are JSON (commas, quotes): quote where needed, "" inside quotes.
-    quoting = "needed" if any(c.startswith(f"{schema.CONFIG}:") for c in table.column_names) else "none"
-    options = pacsv.WriteOptions(include_header=False, quoting_style=quoting, batch_size=1 << 16)
+        return False
+    # pyarrow's "needed" quotes every text field ("" inside), "none" fails on special characters.
+    quote, multiline = csv_quoting(table)
+    options = pacsv.WriteOptions(include_header=False, quoting_style="needed" if quote else "none",
+                                 batch_size=1 << 16)
     table = _plain(table)
     if input_type == "csv":
         with pa.OSFile(str(path), "wb") as sink:
             pacsv.write_csv(table, sink, write_options=options)
-        return
+        return multiline
     # pyarrow's gzip stream has no level and runs ~0.1-1 M rows/s; zlib level 3 (which releases
     # the GIL) compresses ~4.6 M rows/s to ~4.2 B/row, level 6 ~1.4 M rows/s to ~3.7.
     deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip member
@@ -137,6 +178,7 @@ def _write_part(table: pa.Table, path: Path, input_type: str) -> None:
             pacsv.write_csv(table.slice(start, CSV_SLICE_ROWS), sink, write_options=options)
             fh.write(deflate.compress(sink.getvalue()))
         fh.write(deflate.flush())
+    return multiline
 
 
 def _write_header(table: pa.Table, path: Path) -> None:
@@ -154,13 +196,15 @@ def min_node_id(dir: Path, manifest: dict) -> int:
 def write_import_files(dir: Path, manifest: dict, model: str, out: Path,
                        input_type: str = loader.INPUT_TYPE, progress: Progress = NULL,
                        workers: int = WRITERS) -> list[str]:
-    """Write the importer's input under ``out``; return the ``--nodes``/``--relationships`` args.
+    """Write the importer's input under ``out``; return the ``--nodes``/``--relationships`` args
+    (and ``--multiline-fields`` when a text field holds a line break).
 
     One part file per extraction row group, written by ``workers`` threads; with CSV, each
     group's header is the separate file ``header.csv`` listed first.
     """
     if input_type not in INPUT_TYPES:
         raise errors.UsageError(f"unknown import input type {input_type!r}; use {INPUT_TYPES}")
+    usable_folder(out)
     suffix = _SUFFIX[input_type]
     typed = input_type != "parquet"
     base = min_node_id(dir, manifest)
@@ -186,33 +230,46 @@ def write_import_files(dir: Path, manifest: dict, model: str, out: Path,
             return node_import_table(table, model, typed, base)
         return edge_import_table(table, typed, base)
 
-    def task(kind: str, folder: Path, k: int, src: Path, g: int, header: bool) -> int:
+    def task(kind: str, folder: Path, k: int, src: Path, g: int, header: bool) -> tuple[int, bool]:
         table = convert(kind, src, g)
         if header:
             _write_header(table, folder / "header.csv")
-        _write_part(table, folder / f"part-{k:05d}{suffix}", input_type)
-        return table.num_rows
+        return table.num_rows, _write_part(table, folder / f"part-{k:05d}{suffix}", input_type)
 
     layer_type = {src: t for kind, t, _, parts in groups for src, _ in parts}
     args: list[str] = []
     total = int(manifest["nodes"]) + int(manifest["edges"])
     progress.start(total, "row", "write import files")
+    multiline: list[str] = []
     with ThreadPoolExecutor(max(1, workers)) as pool:
         futures = []
         for kind, layer_t, folder, parts in groups:
             folder.mkdir(parents=True)
+            parts_regex = str(folder / f"part-.*{re.escape(suffix)}")
             for k, (src, g) in enumerate(parts):
-                futures.append(pool.submit(task, kind, folder, k, src, g, typed and k == 0))
-            files = f"{folder / 'header.csv'}," if typed else ""
-            files += str(folder / f"part-.*{re.escape(suffix)}")
+                futures.append((parts_regex, pool.submit(task, kind, folder, k, src, g, typed and k == 0)))
+            files = (f"{folder / 'header.csv'}," if typed else "") + parts_regex
             if kind == "nodes":
                 args.append(f"--nodes=Neuron:{layer_t}={files}")
             else:
                 args.append(f"--relationships=CONNECTS={files}")
-        for future in futures:
-            progress.advance(future.result())
+        for parts_regex, future in futures:
+            rows, breaks = future.result()
+            if breaks and parts_regex not in multiline:
+                multiline.append(parts_regex)
+            progress.advance(rows)
     progress.finish()
+    if multiline:
+        args += ["--multiline-fields-format=v2", f"--multiline-fields={','.join(multiline)}"]
     return args
+
+
+def usable_folder(out: Path) -> Path:
+    """``out`` if the importer can take files under it: it separates files with ``,``."""
+    if "," in str(out):
+        raise errors.UsageError(f"the folder {out} has a ',' in its path, which neo4j-admin reads as "
+                                "a file separator; choose another folder (for bulk: TMPDIR or work_dir)")
+    return out
 
 
 def import_options(input_type: str) -> list[str]:
@@ -259,7 +316,8 @@ def load_bulk(dir: Path, manifest: dict, name: str, replace: bool = False,
         t2 = time.perf_counter()
         progress.message("stopping the managed Neo4j server for the bulk import")
         report = f"--report-file={out / 'import.report'}"  # else it lands in the caller's folder
-        managed.admin_import([*import_options(input_type), report, *args], progress, restart=True)
+        managed.admin_import([*import_options(input_type), report, *args], progress, restart=True,
+                             store_bytes=server.store_bytes(int(manifest["nodes"]), int(manifest["edges"])))
         timings["import"] = time.perf_counter() - t2
     finally:
         loader.remove(out)
@@ -315,6 +373,21 @@ def after_import(dir: str | Path, model_name: str | None = None, progress: Progr
 #: The script written beside import files for another server; written last, it marks them complete.
 SCRIPT = "import.sh"
 _PARTIAL = ".cnngraph-import-partial"
+_PARTIAL_TEXT = "import files being written; this folder is incomplete\n"
+#: Kind of folder the import files are (pipeline.storage ownership marker).
+IMPORT_KIND = "import-files"
+_SCRIPT_SIGNATURE = "(written by cnngraph)."
+
+
+def _is_legacy_import(folder: Path) -> bool:
+    """Import files of a cnngraph older than the ownership marker: our script or partial marker."""
+    try:
+        if (folder / _PARTIAL).is_file() and (folder / _PARTIAL).read_text() == _PARTIAL_TEXT:
+            return True
+        head = (folder / SCRIPT).read_text()[:4096] if (folder / SCRIPT).is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return False
+    return head.startswith("#!/bin/sh\n# neo4j-admin bulk import of model ") and _SCRIPT_SIGNATURE in head
 
 
 @dataclass
@@ -331,34 +404,38 @@ class ImportFiles:
 
 
 def write_server_files(dir: str | Path, out: str | Path, model_name: str | None = None,
-                       input_type: str = "csv.gz", progress: Progress = NULL) -> ImportFiles:
+                       input_type: str = "csv.gz", progress: Progress = NULL,
+                       check: bool = True) -> ImportFiles:
     """Write neo4j-admin import files for extraction ``dir`` under ``out``, and ``out/import.sh``.
 
     For a server on another (larger) machine: ``import.sh`` runs ``neo4j-admin database import
     full`` there; afterwards ``cnngraph load DIR --after-import`` (:func:`complete_import`) adds
     the schema and architecture and checks the counts. Streams one row group at a time; the
     script is written last, so a folder without it is incomplete (a rerun starts it afresh).
+    ``check``: first check the extraction's files against the manifest's sha256 (before ``out``
+    is touched).
     """
     t0 = time.perf_counter()
     if input_type not in ("csv", "csv.gz"):
         raise errors.UsageError(f"import files for another server are csv or csv.gz, not {input_type!r}")
     dir, out = Path(dir), Path(out).resolve()
     manifest, name = loader.manifest_and_name(dir, model_name)
-    if storage.claim_folder(out, (SCRIPT, _PARTIAL),
-                            f"{out} is not empty and holds no cnngraph import files; choose another folder"):
-        loader.remove(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if check:
+        dataset.check_files(dir, manifest, progress)
+    usable_folder(out)
+    if storage.claim_folder(out, IMPORT_KIND, "choose another folder", legacy=_is_legacy_import):
+        storage.clear_folder(out)  # an earlier run's files (the folder is provably ours)
     need = import_file_bytes(int(manifest["edges"]), int(manifest["nodes"]), input_type)
     storage.require_free(out, need, f"the {input_type} import files need", "choose another folder")
     progress.message(f"writing about {human_bytes(need)} of {input_type} import files to {out}")
-    (out / _PARTIAL).write_text("import files being written; this folder is incomplete\n")
+    (out / _PARTIAL).write_text(_PARTIAL_TEXT)
     with errors.disk_full_as(out, "writing import files", f"{out} has no {SCRIPT}, so it is marked "
                              "incomplete; free some space or choose another folder, then run again"):
         args = write_import_files(dir, manifest, name, out, input_type, progress)
     opts = [o for o in import_options(input_type) if not o.startswith("--overwrite-destination")]
     script = out / SCRIPT
     tmp = out / (SCRIPT + ".tmp")
-    tmp.write_text(_script(manifest, name, opts, [a.replace(f"{out}/", "$D/") for a in args]))
+    tmp.write_text(_script(manifest, name, opts, [a.replace(f"{out}/", _HERE) for a in args]))
     tmp.chmod(0o755)
     tmp.replace(script)
     (out / _PARTIAL).unlink()
@@ -367,9 +444,20 @@ def write_server_files(dir: str | Path, out: str | Path, model_name: str | None 
                        time.perf_counter() - t0)
 
 
+#: Stands for the script's folder in arguments (a path never holds a NUL).
+_HERE = "\0"
+
+
+def _sh_word(arg: str) -> str:
+    """``arg`` as one sh word: literal text quoted (shlex.quote), each :data:`_HERE` the
+    script's folder ``"$D"/``."""
+    return '"$D"/'.join(shlex.quote(part) if part else "" for part in arg.split(_HERE))
+
+
 def _script(manifest: dict, name: str, options: list[str], files: list[str]) -> str:
-    """import.sh: neo4j-admin over the files beside it (``$D`` is the script's folder)."""
-    lines = [f'  "{a}" \\' for a in [*options, *files]]  # labels and names are validated: no quotes
+    """import.sh: neo4j-admin over the files beside it (``$D`` is the script's folder; arguments
+    are quoted for sh, so any character is safe)."""
+    lines = [f"  {_sh_word(a)} \\" for a in [*options, *files]]
     return "\n".join([
         "#!/bin/sh",
         f"# neo4j-admin bulk import of model {name!r}: {int(manifest['nodes']):,} neurons, "
@@ -377,9 +465,12 @@ def _script(manifest: dict, name: str, options: list[str], files: list[str]) -> 
         "# On the Neo4j machine, with the database stopped:",
         "#   NEO4J_HOME=/path/to/neo4j sh import.sh [more import options, e.g. --overwrite-destination=true]",
         "# NEO4J_ADMIN=/path/to/neo4j-admin overrides the program; NEO4J_DATABASE the database (neo4j).",
-        f"# Then start Neo4j and run: cnngraph load EXTRACTION_DIR --after-import --model-name {name}",
+        f"# Then start Neo4j and run: cnngraph load EXTRACTION_DIR --after-import --model-name "
+        f"{shlex.quote(name)}",
         "set -e",
         'D=$(cd "$(dirname "$0")" && pwd)',
+        'case "$D" in *,*) echo "import.sh: neo4j-admin reads \',\' as a file separator; move this '
+        'folder ($D) to a path without one" >&2; exit 1 ;; esac',
         'exec "${NEO4J_ADMIN:-${NEO4J_HOME:?set NEO4J_HOME to the Neo4j installation}/bin/neo4j-admin}" \\',
         "  database import full \\",
         *lines,

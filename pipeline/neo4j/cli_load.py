@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from pipeline.errors import CnnGraphError
 from pipeline.plan import human_bytes
 from pipeline.progress import TqdmProgress
 
@@ -19,7 +18,7 @@ from pipeline.progress import TqdmProgress
 @click.option("--replace", is_flag=True,
               help="bulk: discard the database's contents; online: drop a model of that name first.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
-              help="Rows per online transaction (default 20000).")
+              help="Rows per online transaction (default 100000).")
 @click.option("--files-only", "files_only", type=click.Path(file_okay=False), default=None,
               help="bulk: only write neo4j-admin import files and import.sh into this folder, for a "
                    "Neo4j server on another machine.")
@@ -28,8 +27,12 @@ from pipeline.progress import TqdmProgress
                    "check the counts (server from NEO4J_URI).")
 @click.option("--input-type", type=click.Choice(["csv", "csv.gz"]), default=None,
               help="Import file format (default: csv for the managed server, csv.gz with --files-only).")
+@click.option("--no-check", "check", is_flag=True, flag_value=False, default=True,
+              help="Do not check the extraction's files against the sha256 sums in its manifest first "
+                   "(saves reading them once; a damaged file then fails mid-load).")
 @click.option("-s", "--silent", is_flag=True, help="No progress bar.")
-def load_command(dir, mode, model_name, replace, batch_size, files_only, after_import, input_type, silent):
+def load_command(dir, mode, model_name, replace, batch_size, files_only, after_import, input_type, check,
+                 silent):
     """Load the extraction folder DIR into Neo4j and check the counts."""
     from pipeline.neo4j import bulk, loader
 
@@ -41,16 +44,15 @@ def load_command(dir, mode, model_name, replace, batch_size, files_only, after_i
     kwargs = {"batch_size": batch_size} if batch_size else {}
     try:
         if files_only:
-            files = bulk.write_server_files(dir, files_only, model_name, input_type or "csv.gz", progress)
+            files = bulk.write_server_files(dir, files_only, model_name, input_type or "csv.gz", progress,
+                                            check=check)
         elif after_import:
             result = bulk.after_import(dir, model_name, progress)
         else:
             if input_type:
                 kwargs["input_type"] = input_type
             result = loader.load(dir, mode=mode, model_name=model_name, replace=replace,
-                                 progress=progress, **kwargs)
-    except CnnGraphError as err:
-        raise click.ClickException(str(err)) from err
+                                 progress=progress, check=check, **kwargs)
     finally:
         progress.finish()
     if files_only:
@@ -86,8 +88,6 @@ def drop_command(name, silent):
     progress = TqdmProgress(disable=silent)
     try:
         deleted = loader.drop(None, name, progress=progress)
-    except CnnGraphError as err:
-        raise click.ClickException(str(err)) from err
     finally:
         progress.finish()
     click.echo(f"dropped model {name!r}: {deleted['nodes']:,} nodes, "

@@ -3,7 +3,7 @@
 ::
 
     (:Model {name, source, input_shape, include_top, weights, granularity, nodes, edges,
-             status, mode, fingerprint})
+             status, mode, fingerprint, load_run})
     (:Layer {model, name, type, index, output_shape, params, config, activation, nodes, edges})
     (:Layer)-[:FEEDS]->(:Layer)
     (:Neuron:<LayerType> {model, id, layer, d, h, w, c, bias, activation})   e.g. :Neuron:Conv2D
@@ -12,7 +12,12 @@
 Position properties absent from a tensor (-1 in the node table) are not stored (null in Cypher).
 Several models share one database: every node carries ``model`` and the keys are
 ``(model, id)`` for neurons and ``(model, name)`` for layers. Names that Cypher cannot take as
-parameters (labels) are validated against :data:`NAME_PATTERN` first; every value is a parameter.
+parameters (labels) and model names are validated against :data:`NAME_PATTERN` first (a full
+match); every value, layer names included (any text Keras allows), is a parameter.
+
+``Model.status`` is ``loading`` until the counts are verified, then ``complete``; :func:`drop_model`
+sets ``dropping`` before it deletes anything, so an interrupted drop is never mistaken for a
+complete model (:func:`require_usable`), and a rerun of the drop finishes it.
 """
 
 from __future__ import annotations
@@ -37,8 +42,12 @@ from neo4j.exceptions import (
 from pipeline import errors
 from pipeline.progress import NULL, Progress
 
-#: Model names and layer-type labels must match this before they reach a query.
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+#: Model names and layer-type labels must match this in full (``fullmatch``: ``match`` with ``$``
+#: would accept a trailing newline) before they reach a query.
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+#: ``Model.status`` values.
+LOADING, COMPLETE, DROPPING = "loading", "complete", "dropping"
 
 #: The statements of ``cypher/schema.cypher``, in order (a test checks they agree).
 SCHEMA_STATEMENTS = (
@@ -55,7 +64,7 @@ DROP_BATCH = 20_000
 
 def validate_name(name: str, what: str = "model name") -> str:
     """Return ``name`` if it is safe as a model name or label, else raise ``UsageError``."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise errors.UsageError(
             f"invalid {what} {name!r}: use 1-64 letters, digits or underscores, starting with a "
             "letter"
@@ -103,7 +112,8 @@ def translate(uri: str = "", during: str = "") -> Iterator[None]:
             f"Neo4j{where} is unavailable{what} ({err}); start it (cnngraph neo4j start) and rerun"
         ) from err
     except DriverError as err:
-        raise errors.Neo4jError(f"Neo4j{where} failed{what}: {err.code}: {err.message}") from err
+        first = ((err.message or "").strip().splitlines() or [""])[0]  # the error is one line
+        raise errors.Neo4jError(f"Neo4j{where} failed{what}: {err.code}: {first}") from err
 
 
 def apply_schema(driver: neo4j.Driver) -> None:
@@ -117,14 +127,16 @@ def _shape(shape: Any) -> list[int]:
     return [-1 if v is None else int(v) for v in (shape or [])]
 
 
-def write_model(driver: neo4j.Driver, manifest: dict, name: str, mode: str, status: str) -> None:
-    """Create or update the ``:Model``, its ``:Layer`` nodes and ``FEEDS`` (idempotent)."""
+def model_props(manifest: dict, mode: str, status: str) -> dict[str, Any]:
+    """The ``:Model`` node's properties (besides ``name`` and ``load_run``) for an extraction."""
     info = manifest.get("model", {})
-    props = {
+    return {
         "source": str(info.get("source", "")),
         "input_shape": _shape(info.get("input_shape")),
         "include_top": bool(info.get("include_top", False)),
         "weights": str(info.get("weights", "")),
+        "source_sha256": str(info.get("source_sha256", "")),
+        "weights_sha256": str(info.get("weights_sha256", "")),
         "keras_name": str(info.get("name", "")),
         "granularity": manifest.get("granularity", "neuron"),
         "nodes": int(manifest["nodes"]),
@@ -133,6 +145,19 @@ def write_model(driver: neo4j.Driver, manifest: dict, name: str, mode: str, stat
         "status": status,
         "fingerprint": fingerprint(manifest),
     }
+
+
+def write_model(driver: neo4j.Driver, manifest: dict, name: str, mode: str, status: str,
+                checkpoint: dict | None = None) -> dict | None:
+    """Create or update the ``:Model``, its ``:Layer`` nodes and ``FEEDS`` (idempotent).
+
+    ``checkpoint`` (online loads: ``{"batch_size", "run"}``) also creates the model's
+    ``:LoadState`` in the same transaction, or keeps the existing one (a resumed load keeps its
+    run id, done batches and batch size), and stamps its run id on the model as ``load_run``;
+    returns the LoadState's ``{"done", "batch_size", "run"}``. Raises UsageError when the model is
+    being dropped.
+    """
+    props = model_props(manifest, mode, status)
     layers = [
         {
             "name": la["name"],
@@ -153,11 +178,16 @@ def write_model(driver: neo4j.Driver, manifest: dict, name: str, mode: str, stat
         for src in la.get("inbound", [])
     ]
     with driver.session() as session:
-        session.execute_write(_write_model_tx, name, props, layers, feeds)
+        return session.execute_write(_write_model_tx, name, props, layers, feeds, checkpoint)
 
 
-def _write_model_tx(tx, name, props, layers, feeds) -> None:
-    tx.run("MERGE (m:Model {name: $name}) SET m += $props", name=name, props=props).consume()
+def _write_model_tx(tx, name, props, layers, feeds, checkpoint) -> dict | None:
+    # The write lock on the model first, then its status: a drop that began meanwhile is seen.
+    before = tx.run("MERGE (m:Model {name: $name}) SET m._lock = true REMOVE m._lock "
+                    "RETURN m.status AS status", name=name).single()["status"]
+    if before == DROPPING:
+        raise errors.UsageError(dropping_message(name))
+    tx.run("MATCH (m:Model {name: $name}) SET m += $props", name=name, props=props).consume()
     tx.run(
         "UNWIND $layers AS la MERGE (l:Layer {model: $name, name: la.name}) SET l += la",
         name=name, layers=layers,
@@ -168,11 +198,61 @@ def _write_model_tx(tx, name, props, layers, feeds) -> None:
         "MERGE (a)-[:FEEDS]->(b)",
         name=name, feeds=feeds,
     ).consume()
+    if checkpoint is None:
+        return None
+    record = tx.run(
+        "MERGE (s:LoadState {model: $name}) "
+        "ON CREATE SET s.done = [], s.batch_size = $batch, s.fingerprint = $fp "
+        "SET s.run = coalesce(s.run, $run) "
+        "WITH s MATCH (m:Model {name: $name}) SET m.load_run = s.run "
+        "RETURN s.done AS done, s.batch_size AS batch_size, s.run AS run",
+        name=name, batch=checkpoint["batch_size"], fp=props["fingerprint"], run=checkpoint["run"],
+    ).single()
+    return record.data()
 
 
-def set_status(driver: neo4j.Driver, name: str, status: str) -> None:
-    driver.execute_query("MATCH (m:Model {name: $name}) SET m.status = $status",
-                         name=name, status=status)
+def set_status(driver: neo4j.Driver, name: str, status: str, run: str | None = None) -> bool:
+    """Set the model's status; with ``run``, only while the model is that online load's
+    (``load_run``). Returns False when no model was updated."""
+    records, _, _ = driver.execute_query(
+        "MATCH (m:Model {name: $name}) WHERE $run IS NULL OR m.load_run = $run "
+        "SET m.status = $status RETURN count(m) AS n", name=name, status=status, run=run)
+    return bool(records[0]["n"])
+
+
+def dropping_message(name: str) -> str:
+    """What to say about a model whose drop was interrupted."""
+    return f"model {name!r} is being dropped; run `cnngraph drop {name}` to finish"
+
+
+def model_state(driver: neo4j.Driver, name: str) -> str | None:
+    """The model's ``status`` (``loading``, ``complete``, ``dropping``), or None when absent."""
+    records, _, _ = driver.execute_query(
+        "MATCH (m:Model {name: $name}) RETURN m.status AS status", name=name)
+    return records[0]["status"] if records else None
+
+
+def require_usable(driver: neo4j.Driver, name: str, uri: str = "") -> dict:
+    """The properties of model ``name`` if it is completely loaded (what an export may read).
+
+    Raises
+    ------
+    UsageError : no such model (the message lists the models), or it is being dropped
+        (``cnngraph drop NAME`` finishes the drop).
+    OutputError : its load has not finished (rerun ``cnngraph load``).
+    """
+    info = model_info(driver, name)
+    where = f" at {uri}" if uri else ""
+    if info is None:
+        names = [m.get("name") for m in models(driver)]
+        raise errors.UsageError(f"no model {name!r} in Neo4j{where}; models: "
+                                f"{', '.join(names) or 'none'} (load one with cnngraph load)")
+    if info.get("status") == DROPPING:
+        raise errors.UsageError(dropping_message(name))
+    if info.get("status") != COMPLETE:
+        raise errors.OutputError(f"model {name!r} in Neo4j is not completely loaded "
+                                 f"(status {info.get('status')!r}); rerun cnngraph load")
+    return info
 
 
 def model_info(driver: neo4j.Driver, name: str) -> dict | None:
@@ -242,10 +322,15 @@ def models(driver: neo4j.Driver) -> list[dict]:
 def drop_model(driver: neo4j.Driver, name: str, progress: Progress = NULL) -> dict[str, int]:
     """Delete model ``name`` in batches of :data:`DROP_BATCH` (bounded transaction memory).
 
+    First, in one transaction, the model is marked ``dropping`` and its online checkpoint
+    (``:LoadState``) deleted: an interrupted drop leaves a model that export and load refuse, an
+    online load still running stops at its next batch, and a rerun of the drop finishes the job.
     Returns the numbers of relationships and nodes deleted. Dropping a missing model is a no-op.
     """
     validate_name(name)
     deleted = {"relationships": 0, "nodes": 0}
+    with driver.session() as session:
+        deleted["nodes"] += session.execute_write(_mark_dropping_tx, name)
     # Incoming relationships layer by layer, a few neurons per transaction (as many as make
     # about DROP_BATCH relationships): matching the relationships themselves makes the planner
     # materialize them all first (Eager), which ran out of transaction memory on 17 M.
@@ -265,7 +350,6 @@ def drop_model(driver: neo4j.Driver, name: str, progress: Progress = NULL) -> di
          "CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch ROWS", {}),
         ("nodes", "MATCH (n:Layer {model: $name}) "
          "CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF $batch ROWS", {}),
-        ("nodes", "MATCH (n:LoadState {model: $name}) DETACH DELETE n", {}),
         ("nodes", "MATCH (n:Model {name: $name}) DETACH DELETE n", {}),
     ]
     progress.start(len(steps), "step", f"drop {name}")
@@ -280,3 +364,14 @@ def drop_model(driver: neo4j.Driver, name: str, progress: Progress = NULL) -> di
             progress.advance(1)
     progress.finish()
     return deleted
+
+
+def _mark_dropping_tx(tx, name: str) -> int:
+    """Mark the model ``dropping`` and delete its checkpoint (locks: model, then checkpoint, as
+    in :func:`write_model`). Returns the number of nodes deleted."""
+    summary = tx.run(
+        "OPTIONAL MATCH (m:Model {name: $name}) SET m.status = $dropping "
+        "WITH count(m) AS models OPTIONAL MATCH (s:LoadState {model: $name}) DETACH DELETE s",
+        name=name, dropping=DROPPING,
+    ).consume()
+    return summary.counters.nodes_deleted

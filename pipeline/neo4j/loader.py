@@ -4,8 +4,14 @@
   memory), stops the managed server, runs ``neo4j-admin database import full`` (which replaces the
   whole database), starts the server and applies the schema. Managed server only.
 * **online** sends columnar batches over Bolt. Each batch commits together with its checkpoint
-  (a ``(:LoadState {model})`` node holding the ids of done batches), so a rerun after a crash
-  continues where it stopped and never duplicates a node or relationship.
+  (a ``(:LoadState {model, run})`` node holding the ids of done batches), so a rerun after a crash
+  continues where it stopped and never duplicates a node or relationship. Each batch also checks,
+  in its transaction, that the checkpoint and the ``:Model`` still carry this load's run id and
+  fingerprint: a load whose model was dropped or replaced meanwhile stops instead of attaching
+  relationships to another load's nodes (internal node ids are reused).
+
+Both first check the extraction's files against the sha256 sums in its manifest
+(:func:`pipeline.dataset.check_files`; ``check=False`` skips it), before anything is written.
 
 Both end by counting neurons and relationships per layer in the database and comparing them with
 the manifest (:class:`~pipeline.errors.LoadMismatch` when they differ).
@@ -19,6 +25,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import errors, extract, schema
-from pipeline.neo4j import graph
+from pipeline import dataset, errors, extract, schema
+from pipeline.neo4j import graph, server
 from pipeline.progress import NULL, Progress
 
 MODES = ("bulk", "online")
@@ -106,6 +113,7 @@ def load(
     retry_time: float = 60.0,
     input_type: str = INPUT_TYPE,
     work_dir: str | Path | None = None,
+    check: bool = True,
 ) -> LoadResult:
     """Load the extraction folder ``dir`` into Neo4j as model ``model_name``.
 
@@ -123,6 +131,8 @@ def load(
     retry_time : seconds an online batch keeps retrying transient errors before giving up.
     input_type : bulk import files: ``"parquet"``, ``"csv"`` or ``"csv.gz"``.
     work_dir : where bulk import files are written (default: the system temp folder).
+    check : first check every listed file against the manifest's sha256 (nothing is written
+        when one is missing or changed).
 
     Returns
     -------
@@ -130,14 +140,17 @@ def load(
 
     Raises
     ------
-    UsageError (bad name or mode, bulk onto a non-empty database without ``replace``),
-    OutputError (incomplete extraction), Neo4jUnavailable (server down; rerun to resume),
-    Neo4jError, LoadMismatch (database counts differ from the manifest).
+    UsageError (bad name or mode, bulk onto a non-empty database without ``replace``, a model
+    being dropped), OutputError (incomplete or damaged extraction), Neo4jUnavailable (server
+    down; rerun to resume), Neo4jError (also: the model was dropped or replaced during an online
+    load), LoadMismatch (database counts differ from the manifest).
     """
     if mode not in MODES:
         raise errors.UsageError(f"unknown load mode {mode!r}; use one of {', '.join(MODES)}")
     dir = Path(dir)
     manifest, name = manifest_and_name(dir, model_name)
+    if check:
+        dataset.check_files(dir, manifest, progress)
     if mode == "bulk":
         from pipeline.neo4j import bulk
 
@@ -169,13 +182,24 @@ def open_driver(conn=None, progress: Progress = NULL):
     return conn, server.driver(conn, notifications_min_severity="OFF")
 
 
-def finish(driver, manifest: dict, name: str, mode: str, uri: str) -> dict:
-    """Verify counts against the manifest, then mark the model complete."""
+def finish(driver, manifest: dict, name: str, mode: str, uri: str, run: str | None = None) -> dict:
+    """Verify counts against the manifest, then mark the model complete (online: ``run``, only
+    while the model is still this load's) and remove its checkpoint."""
     with graph.translate(uri, "verification"):
         counts = graph.verify_counts(driver, manifest, name)
-        graph.set_status(driver, name, "complete")
-        driver.execute_query("MATCH (s:LoadState {model: $name}) DELETE s", name=name)
+        if not graph.set_status(driver, name, graph.COMPLETE, run):
+            raise _replaced(name, "before it was marked complete")
+        driver.execute_query("MATCH (s:LoadState {model: $name}) WHERE $run IS NULL OR s.run = $run "
+                             "DELETE s", name=name, run=run)
     return counts
+
+
+def _replaced(model: str, when: str) -> errors.Neo4jError:
+    return errors.Neo4jError(
+        f"model {model!r} was dropped or replaced by another command while this online load ran, "
+        f"so the load stopped {when} (nothing of it reached the other model); rerun the load if "
+        f"{model!r} should hold this extraction (--replace if another one holds the name now)"
+    )
 
 
 # Online ----------------------------------------------------------------------------------
@@ -381,17 +405,29 @@ def _retryable(err: BaseException) -> bool:
     return False
 
 
-def _write_unit(session, model: str, unit: int, query: str, params: dict) -> bool:
-    """Run one batch and its checkpoint in one transaction. False if it was already done."""
+def _write_unit(session, model: str, unit: int, query: str, params: dict, run: str,
+                fingerprint: str) -> bool:
+    """Run one batch and its checkpoint in one transaction. False if it was already done.
+
+    The transaction first locks the checkpoint (so two loaders of one model cannot both write a
+    batch) and checks that it and the ``:Model`` still belong to this load (``run``,
+    ``fingerprint``; a drop deletes the checkpoint first, under the same lock): otherwise the
+    internal node ids this load holds may be another model's, and it stops.
+    """
     with session.begin_transaction() as tx:
-        # Locks the checkpoint first, so two loaders of one model cannot both write a batch.
         record = tx.run(
-            "MATCH (s:LoadState {model: $model}) SET s.writer = $unit "
-            "RETURN $unit IN s.done AS done", model=model, unit=unit,
+            "OPTIONAL MATCH (s:LoadState {model: $model}) SET s.writer = $unit "
+            "WITH s OPTIONAL MATCH (m:Model {name: $model}) "
+            "RETURN s IS NOT NULL AS checkpoint, s.run AS run, $unit IN s.done AS done, "
+            "m.load_run AS model_run, m.fingerprint AS fingerprint, m.status AS status",
+            model=model, unit=unit,
         ).single()
-        if record is None:
-            raise errors.Neo4jError(f"the checkpoint of model {model!r} vanished during its load "
-                                    "(dropped concurrently?); rerun the load")
+        ours = record["model_run"] == run and record["fingerprint"] == fingerprint
+        if not record["checkpoint"] and ours and record["status"] == graph.COMPLETE:
+            return False  # another loader of this same load finished it
+        if not (record["checkpoint"] and record["run"] == run and ours
+                and record["status"] != graph.DROPPING):
+            raise _replaced(model, f"before batch {unit}")
         if record["done"]:
             return False
         summary = tx.run(query, params).consume()
@@ -421,6 +457,8 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
             graph.apply_schema(driver)
             info = graph.model_info(driver, name)
             fp = graph.fingerprint(manifest)
+            if info is not None and info.get("status") == graph.DROPPING and not replace:
+                raise errors.UsageError(graph.dropping_message(name))
             if info is not None and replace:
                 progress.message(f"dropping model {name!r} first (--replace)")
                 graph.drop_model(driver, name, progress)
@@ -435,15 +473,9 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
                 return LoadResult(name, "online", int(manifest["nodes"]),
                                   int(manifest["edges"]), len(manifest["layers"]),
                                   time.perf_counter() - t0, skipped=True)
-            graph.write_model(driver, manifest, name, "online", "loading")
-            records, _, _ = driver.execute_query(
-                "MERGE (s:LoadState {model: $name}) "
-                "ON CREATE SET s.done = [], s.batch_size = $batch, s.fingerprint = $fp "
-                "RETURN s.done AS done, s.batch_size AS batch",
-                name=name, batch=batch_size, fp=fp,
-            )
-            done = set(records[0]["done"])
-            batch_size = int(records[0]["batch"])
+            state = graph.write_model(driver, manifest, name, "online", graph.LOADING,
+                                      {"batch_size": batch_size, "run": uuid.uuid4().hex})
+            done, batch_size, run = set(state["done"]), int(state["batch_size"]), state["run"]
         timings["prepare"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
@@ -464,8 +496,8 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
                         skipped += 1
                         progress.advance(-rows)
                         continue
-                    if _run_with_retry(session, name, unit, query, params, retry_time, uri,
-                                       written, progress):
+                    if _run_with_retry(session, name, unit, query, params, (run, fp),
+                                       retry_time, uri, written, progress):
                         written += 1
                     else:
                         skipped += 1
@@ -474,7 +506,7 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
         timings["write"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        finish(driver, manifest, name, "online", uri)
+        finish(driver, manifest, name, "online", uri, run)
         timings["verify"] = time.perf_counter() - t2
     finally:
         driver.close()
@@ -483,12 +515,12 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
                       batches_done=written, batches_skipped=skipped)
 
 
-def _run_with_retry(session, name, unit, query, params, retry_time, uri, written, progress):
+def _run_with_retry(session, name, unit, query, params, owner, retry_time, uri, written, progress):
     deadline = time.monotonic() + retry_time
     delay = 0.2
     while True:
         try:
-            return _write_unit(session, name, unit, query, params)
+            return _write_unit(session, name, unit, query, params, *owner)
         except Exception as err:  # noqa: BLE001 - classified just below
             if not _retryable(err):
                 with graph.translate(uri, f"online load of {name!r}"):
@@ -521,7 +553,7 @@ def remove(path: Path) -> None:
 def managed_only() -> None:
     """Bulk import needs the managed server: refuse when NEO4J_URI points elsewhere."""
     uri = os.environ.get("NEO4J_URI")
-    if uri:
+    if uri and not server.is_managed_uri(uri):
         raise errors.UsageError(
             f"bulk load runs neo4j-admin on the managed server's files, but NEO4J_URI={uri} "
             "points to another server; use --mode online (or unset NEO4J_URI)"

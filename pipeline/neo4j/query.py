@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import UsageError
 from pipeline.progress import NULL, Progress
 
 
 def parse_params(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """``name=value`` pairs; values are read as JSON when they parse (numbers, lists), else text."""
-    from pipeline.errors import UsageError
-
     params: dict[str, Any] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -26,8 +25,14 @@ def parse_params(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
 
 
 def query_text(query_or_file: str) -> str:
+    """The query itself, or the text of a ``.cypher`` file (which must exist)."""
     path = Path(query_or_file)
-    return path.read_text() if path.suffix == ".cypher" and path.is_file() else query_or_file
+    if path.suffix != ".cypher" or "\n" in query_or_file:
+        return query_or_file
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist; give a Cypher query or an existing .cypher file "
+                         "(the project's cypher/ folder holds ready ones)")
+    return path.read_text()
 
 
 def run_query(query_or_file: str, params: dict[str, Any], conn=None, limit: int | None = None,
