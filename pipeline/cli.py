@@ -18,19 +18,63 @@ from pipeline.schema import AGGREGATES, GRANULARITIES
 
 
 class Cli(click.Group):
-    """Turns library errors into one ``Error:`` line and exit status 1."""
+    """The one error path: every failure becomes one ``Error:`` line and exit status 1.
+
+    Our own errors carry their message; OS, Parquet and Neo4j driver errors get one that says
+    what to do (:func:`explain`). ``--debug`` re-raises instead, showing the traceback.
+    """
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except CnnGraphError as err:
-            if ctx.meta.get("debug"):
-                raise
-            click.echo(f"Error: {err}", err=True)
-            ctx.exit(1)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except KeyboardInterrupt:
             click.echo("Interrupted: rerun the same command to start again (partial output is never marked complete).", err=True)
             ctx.exit(130)
+        except Exception as err:
+            message = explain(err)
+            if message is None or ctx.meta.get("debug"):
+                raise
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(1)
+
+
+def explain(err: BaseException) -> str | None:
+    """A one-line, actionable message for an error users can meet; None for a bug (a traceback)."""
+    import errno
+
+    from pipeline.errors import is_disk_full
+
+    if isinstance(err, CnnGraphError):
+        return str(err)
+    module = type(err).__module__
+    if isinstance(err, OSError) and not module.startswith(("neo4j", "pyarrow")):
+        where = f" {err.filename}" if err.filename else ""
+        if is_disk_full(err):
+            return f"the disk is full at{where or ' the output'}; free some space and run the command again"
+        if isinstance(err, FileNotFoundError):
+            return f"{err.filename or 'a file'} does not exist; check the path"
+        if isinstance(err, PermissionError) or err.errno == errno.EROFS:
+            return (f"permission denied at{where} ({err.strerror}); choose a folder you can write to, or "
+                    "fix its permissions")
+        return f"{err.strerror or err}{':' + where if where else ''}; check the path and run the command again"
+    if module.startswith("pyarrow"):
+        return (f"a Parquet file could not be read or written ({type(err).__name__}: {err}); if it is part of "
+                "an extraction folder, the folder is damaged: rerun `cnngraph extract` into it")
+    if module.startswith("neo4j"):
+        name = type(err).__name__
+        text = ((getattr(err, "message", None) or str(err)).strip().splitlines() or [""])[0]  # one line
+        if name in ("AuthError", "Unauthorized", "CredentialsExpired"):
+            return f"Neo4j refused the credentials ({text}); check NEO4J_USERNAME and NEO4J_PASSWORD"
+        if name in ("ServiceUnavailable", "SessionExpired"):
+            return (f"Neo4j is unreachable ({text}); start it with `cnngraph neo4j start`, or check NEO4J_URI")
+        code = str(getattr(err, "code", "") or "")
+        if "MemoryPool" in code or "OutOfMemory" in code or "OutOfMemory" in text:
+            return (f"Neo4j ran out of memory ({text}); give it more heap (CNNGRAPH_NEO4J_HEAP) or select "
+                    "less (--layers, a smaller --input-shape)")
+        return f"Neo4j: {name}: {text}"
+    return None
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +89,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def model_options(fn):
     """Options that say which model to build (shared by every command that takes MODEL)."""
     fn = click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights used without --weights.")(fn)
-    fn = click.option("--weights", default=None, help="'imagenet' or a weights file; default: seeded random weights.")(fn)
+    fn = click.option("--weights", default=None,
+                      help="'imagenet' (Keras downloads them once) or a weights file; default: seeded random weights.")(fn)
     fn = click.option("--no-top", is_flag=True, help="Drop the classifier head (include_top=False).")(fn)
     fn = click.option("--input-shape", default=None, metavar="H,W,C", help="Input shape of a keras.applications model.")(fn)
     fn = click.argument("model")(fn)
@@ -180,14 +225,18 @@ def extract(model, input_shape, no_top, weights, seed, out, layers, workers, fmt
 
 @cli.command()
 @model_options
+@click.option("--folder", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="Replay DIR's Parquet files against MODEL (for folders of in-memory models).")
 @click.option("--samples", type=int, default=2, show_default=True, help="Random inputs to replay.")
 @click.option("--tolerance", type=float, default=None, help="Largest accepted relative error.")
+@click.option("--no-check", "no_check", is_flag=True, help="Skip checking the folder's files against their sha256.")
 @click.option("-s", "--silent", is_flag=True, help="No progress bar.")
-def verify(model, input_shape, no_top, weights, seed, samples, tolerance, silent):
+def verify(model, input_shape, no_top, weights, seed, folder, samples, tolerance, no_check, silent):
     """Replay the forward pass over the edges and compare every layer with Keras.
 
     MODEL is a model (the engine's edges are replayed) or a folder written by `cnngraph extract`
-    (its Parquet files are replayed). Exit status 1 when an error exceeds the tolerance.
+    (its Parquet files are replayed, against the model its manifest names). Exit status 1 when
+    an error exceeds the tolerance.
     """
     from pipeline.errors import UsageError
     from pipeline.extract import read_manifest, spec_from_manifest
@@ -196,18 +245,22 @@ def verify(model, input_shape, no_top, weights, seed, samples, tolerance, silent
     from pipeline.replay import verify as run_verify
 
     progress = _progress(silent)
-    folder = None
-    if Path(model).is_dir():
+    from_folder = Path(model).is_dir()
+    if from_folder:
+        if folder is not None:
+            raise UsageError(f"{model} is a folder: give a model with --folder DIR, or the folder alone")
         folder = model
-        manifest = read_manifest(model)
+    if folder is not None:
+        manifest = read_manifest(folder)
         if manifest["options"].get("layers"):
             raise UsageError("verify needs a whole-model extraction; this folder holds a --layers slice")
-        keras_model, graph = build(spec_from_manifest(manifest))
+    if from_folder:
+        keras_model, graph = build(spec_from_manifest(manifest, folder))
     else:
         keras_model, graph = build_graph(model, input_shape, no_top, weights, seed, progress)
     res = run_verify(
         keras_model, graph, folder=folder, samples=samples, seed=seed,
-        tolerance=tolerance if tolerance is not None else TOLERANCE, progress=progress,
+        tolerance=tolerance if tolerance is not None else TOLERANCE, progress=progress, check=not no_check,
     )
     click.echo(f"{'layer':<28} worst relative error")
     for name, err in res.errors.items():

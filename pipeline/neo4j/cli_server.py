@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from pipeline.errors import CnnGraphError
 from pipeline.neo4j.server import PORT_ENV, ManagedServer
 from pipeline.progress import NULL, TqdmProgress
 
@@ -25,10 +24,7 @@ def neo4j_group() -> None:
 def start(port: int | None, silent: bool) -> None:
     """Start the server in the background (downloading it on first use)."""
     server = ManagedServer(port=port)
-    try:
-        conn = server.start(NULL if silent else TqdmProgress())
-    except CnnGraphError as err:
-        raise click.ClickException(str(err)) from err
+    conn = server.start(NULL if silent else TqdmProgress())
     if not silent:
         click.echo(f"Neo4j {server.version} is running at {conn.uri} (pid {server.pid()}); "
                    f"logs in {server.log_path.parent}")
@@ -39,10 +35,7 @@ def start(port: int | None, silent: bool) -> None:
 def stop() -> None:
     """Stop the server."""
     server = ManagedServer()
-    try:
-        stopped = server.stop()
-    except CnnGraphError as err:
-        raise click.ClickException(str(err)) from err
+    stopped = server.stop()
     click.echo("Neo4j stopped." if stopped else "Neo4j was not running.")
 
 
@@ -60,8 +53,5 @@ def status(ctx: click.Context) -> None:
 @neo4j_group.command()
 def env() -> None:
     """Print the export line for NEO4J_URI, NEO4J_USERNAME and NEO4J_PASSWORD (for eval)."""
-    try:
-        click.echo(ManagedServer().env_exports())
-    except CnnGraphError as err:
-        raise click.ClickException(str(err)) from err
+    click.echo(ManagedServer().env_exports())
 
