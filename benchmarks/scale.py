@@ -74,9 +74,9 @@ def main() -> None:
 
     import resource
 
-    from pipeline.executors import DaskExecutor, default_workers
-    from pipeline.graph_store import isolated_graph
+    from pipeline.extract.executors import DaskExecutor, default_workers
     from pipeline.model import ModelSpec
+    from pipeline.model_store import isolated_graph
     from pipeline.plan import plan
 
     cores = default_workers()

@@ -1,212 +1,46 @@
 """Read a Keras model and walk its layer graph into plain data: tensors, shapes and id ranges.
 
-Everything after this module works on a :class:`ModelGraph` (numpy weights, dict configs), so
-extraction tasks are picklable and never import TensorFlow. Tensors are numbered in topological
-order; each owns a contiguous id range, except tensors of re-indexing layers (Flatten, Reshape,
-Dropout, ...) which alias their input's ids.
+Everything after this module works on a :class:`~pipeline.spec.ModelGraph` (numpy weights, dict
+configs), so extraction tasks are picklable and never import TensorFlow. Tensors are numbered in
+topological order; each owns a contiguous id range, except tensors of re-indexing layers (Flatten,
+Reshape, Dropout, ...) which alias their input's ids. Model files, weights and provenance live in
+:mod:`pipeline.model_files`; the plain data in :mod:`pipeline.spec` (both re-exported here).
 """
 
 from __future__ import annotations
 
-import math
-import os
 import re
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.errors import ModelError, UsageError
+from pipeline.model_files import (
+    DOWNLOAD_TIMEOUT,
+    IN_MEMORY_WEIGHTS,
+    MODEL_FILE_SUFFIXES,
+    MODEL_FILE_WEIGHTS,
+    SAFE_KERAS,
+    build_imagenet,
+    check_provenance,
+    is_model_file,
+    load_weights_file,
+    model_record,
+    provenance,
+    quiet_tensorflow,
+    random_weights_note,
+    read_model_file,
+)
+from pipeline.spec import DEFAULT_SEED, LayerSpec, ModelGraph, ModelSpec, Tensor
 
-#: Seed used when no weights are given.
-DEFAULT_SEED = 0
-#: Model file name endings :func:`load_model` reads.
-MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
-#: The manifest's ``weights`` of a model file that brings its own weights.
-MODEL_FILE_WEIGHTS = "model file"
-#: The manifest's ``weights`` (and a hint in its ``source``) of a model walked in memory.
-IN_MEMORY_WEIGHTS = "in-memory model"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to obtain a model: a keras.applications name or a file, plus build options."""
-
-    source: str
-    input_shape: tuple[int, ...] | None = None
-    include_top: bool = True
-    weights: str | None = None
-    seed: int = DEFAULT_SEED
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "input_shape": list(self.input_shape) if self.input_shape else None,
-            "include_top": self.include_top,
-            "weights": self.weights,
-            "seed": self.seed,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ModelSpec:
-        shape = data.get("input_shape")
-        return cls(
-            source=data["source"],
-            input_shape=tuple(shape) if shape else None,
-            include_top=data.get("include_top", True),
-            weights=data.get("weights"),
-            seed=data.get("seed", DEFAULT_SEED),
-        )
-
-
-@dataclass
-class Tensor:
-    """A materialised tensor (batch axis dropped) and the neuron ids it occupies."""
-
-    key: int
-    shape: tuple[int, ...]
-    offset: int
-    owner: str  # name of the layer whose neurons these are
-    alias: bool = False  # True when the ids belong to an earlier tensor
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-
-@dataclass
-class LayerSpec:
-    """One layer application in topological order, as plain data."""
-
-    index: int
-    name: str
-    type: str
-    config: dict[str, Any]
-    weights: dict[str, np.ndarray]
-    inputs: list[Tensor]
-    output: Tensor
-    inbound: list[str] = field(default_factory=list)
-    params: int = 0
-    #: The Keras layer this spec is a part of, when its translator splits one layer into several
-    #: specs (``<sep>/depthwise`` of a SeparableConv); None for a Keras layer's own spec. Replay
-    #: compares only Keras layers' own specs with Keras.
-    part_of: str | None = None
-
-    @property
-    def makes_neurons(self) -> bool:
-        return not self.output.alias
-
-
-@dataclass
-class ModelGraph:
-    """The walked layer graph of one model."""
-
-    name: str
-    layers: list[LayerSpec]
-    total_neurons: int
-    spec: ModelSpec | None = None
-    #: Folder of .npy files the weights are memory-mapped from (pipeline.graph_store), if any.
-    weights_dir: str | None = None
-    #: Where the model and its weights came from (:func:`provenance`), recorded when walked.
-    provenance: dict[str, Any] | None = None
-
-    def layer(self, name: str) -> LayerSpec:
-        for spec in self.layers:
-            if spec.name == name:
-                return spec
-        raise UsageError(f"no layer named {name!r}; layers: {', '.join(s.name for s in self.layers)}")
-
-    def select(self, layer_range: str | None) -> list[LayerSpec]:
-        """Layers in ``FIRST:LAST`` (names or indexes, inclusive; either side may be empty)."""
-        if not layer_range:
-            return list(self.layers)
-        if ":" not in layer_range:
-            raise UsageError(f"bad layer range {layer_range!r}: expected FIRST:LAST, e.g. block1_conv1:block2_pool")
-        first, last = layer_range.split(":", 1)
-        lo = self._position(first) if first else 0
-        hi = self._position(last) if last else len(self.layers) - 1
-        if lo > hi:
-            raise UsageError(f"bad layer range {layer_range!r}: {first} comes after {last}")
-        return self.layers[lo : hi + 1]
-
-    def _position(self, token: str) -> int:
-        if re.fullmatch(r"-?\d+", token):
-            i = int(token)
-            if not -len(self.layers) <= i < len(self.layers):
-                raise UsageError(f"layer index {i} out of range 0..{len(self.layers) - 1}")
-            return i % len(self.layers)
-        return self.layers.index(self.layer(token))
-
-
-def random_weights_note(spec: ModelSpec) -> str | None:
-    """The notice a user must see when an application gets seeded random weights, else None."""
-    if spec.weights is None and not Path(spec.source).exists():
-        return f"note: {spec.source} uses seeded random weights (seed {spec.seed}); pass --weights for trained ones"
-    return None
-
-
-def is_model_file(source: str) -> bool:
-    """True when a spec's source names a file (or anything on disk), not a keras.applications name."""
-    return source.endswith(MODEL_FILE_SUFFIXES) or Path(source).exists()
-
-
-def provenance(spec: ModelSpec | None, name: str) -> dict[str, Any]:
-    """Where a model and its weights came from, as the manifest (and Neo4j's ``:Model``) record it.
-
-    Files are named by absolute path with their sha256, so a folder verifies from any working
-    directory and a file changed since is detected. ``weights`` is ``imagenet``, a weights file,
-    ``model file`` (a .keras/.h5 file's own), ``random(seed=N)`` or ``in-memory model``.
-    """
-    from pipeline.storage import sha256
-
-    if spec is None:
-        return {"name": name, "source": name, "weights": IN_MEMORY_WEIGHTS}
-    info: dict[str, Any] = {"name": name, **spec.to_json()}
-    default = f"random(seed={spec.seed})"
-    if is_model_file(spec.source) and Path(spec.source).is_file():
-        path = Path(spec.source).resolve()
-        info["source"], info["source_sha256"], default = str(path), sha256(path), MODEL_FILE_WEIGHTS
-    if spec.weights is None:
-        info["weights"] = default
-    elif spec.weights != "imagenet":
-        path = Path(spec.weights).resolve()
-        info["weights"] = str(path)
-        if path.is_file():
-            info["weights_sha256"] = sha256(path)
-    return info
-
-
-def model_record(graph: ModelGraph) -> dict[str, Any]:
-    """The manifest's ``model`` entry of a walked graph: its name and :func:`provenance`."""
-    return dict(graph.provenance or provenance(graph.spec, graph.name))
-
-
-def check_provenance(info: dict[str, Any], folder: str | Path | None = None) -> None:
-    """Check that the files a manifest's ``model`` entry names are still the ones recorded.
-
-    Raises ModelError for a missing file or a sha256 that differs (replaying against other
-    weights would report errors that say nothing about the extraction); old manifests, which
-    record no sha256, pass.
-    """
-    from pipeline.storage import sha256
-
-    where = str(folder) if folder is not None else "the folder"
-    for key, what in (("source", "model file"), ("weights", "weights file")):
-        digest = info.get(f"{key}_sha256")
-        if not digest:
-            continue
-        path = Path(info[key])
-        if not path.is_file():
-            raise ModelError(f"{what} {path} that {where} was extracted from does not exist; put it back, "
-                             f"or pass the model: cnngraph verify MODEL --folder {where}")
-        if sha256(path) != digest:
-            raise ModelError(
-                f"{what} {path} has changed since {where} was extracted (its sha256 differs from the "
-                "manifest's): replay would compare against other weights; extract it again"
-            )
+__all__ = [
+    "DEFAULT_SEED", "DOWNLOAD_TIMEOUT", "IN_MEMORY_WEIGHTS", "MODEL_FILE_SUFFIXES", "MODEL_FILE_WEIGHTS", "SAFE_KERAS",
+    "LayerSpec", "ModelGraph", "ModelSpec", "Tensor", "build", "check_provenance",
+    "is_model_file", "load_model", "model_record", "parse_input_shape", "provenance", "random_weights_note",
+    "randomize_batchnorm", "randomize_biases", "read_weight", "walk",
+]
 
 
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
@@ -220,41 +54,6 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     if not shape or any(d <= 0 for d in shape):
         raise UsageError(f"bad input shape {text!r}: expected positive integers like 32,32,3")
     return shape
-
-
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow once with its C++ start-up chatter (written to fd 2) silenced.
-
-    oneDNN is asked for (TensorFlow 2.21 no longer turns it on by default here): without it the
-    CPU kernels refuse layers Keras accepts (depthwise convolutions with unequal strides,
-    dilated 1-D transposed convolutions), so ``verify`` could not compute Keras's own output.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    if "tensorflow" in sys.modules:
-        return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def application_names() -> list[str]:
-    """keras.applications constructors, named in lower case with underscores."""
-    _quiet_tensorflow()
-    import keras
-
-    names = {}
-    for attr in dir(keras.applications):
-        obj = getattr(keras.applications, attr)
-        if callable(obj) and attr[:1].isupper():
-            names[_snake(attr)] = attr
-    return sorted(names)
 
 
 def _snake(name: str) -> str:
@@ -304,7 +103,7 @@ def load_model(spec: ModelSpec):
     ImageNet weights (downloaded once into Keras's cache); a weights file is loaded into the
     model; without weights an application gets seeded random weights, biases and BN statistics.
     """
-    _quiet_tensorflow()
+    quiet_tensorflow()
     import keras
 
     if is_model_file(spec.source):
@@ -313,9 +112,9 @@ def load_model(spec: ModelSpec):
         if spec.weights == "imagenet":
             raise UsageError("--weights imagenet applies to keras.applications names; a model file has its "
                              "own weights (or pass a weights file)")
-        model = _read_model_file(Path(spec.source))
+        model = read_model_file(Path(spec.source))
         if spec.weights is not None:
-            _load_weights_file(model, spec.weights)
+            load_weights_file(model, spec.weights)
         return model
     ctor = _application(spec.source)
     if ctor is None:
@@ -328,7 +127,7 @@ def load_model(spec: ModelSpec):
     if spec.input_shape is not None:
         kwargs["input_shape"] = spec.input_shape
     if weights == "imagenet":
-        return _imagenet(ctor, spec.source, kwargs)
+        return build_imagenet(ctor, spec.source, kwargs)
     try:
         model = ctor(**kwargs)
     except ValueError as err:
@@ -337,198 +136,7 @@ def load_model(spec: ModelSpec):
         randomize_biases(model, spec.seed)
         randomize_batchnorm(model, spec.seed)
     else:
-        _load_weights_file(model, weights)
-    return model
-
-
-#: Seconds a stalled ImageNet download may wait on its socket before it fails (a slow one goes on).
-DOWNLOAD_TIMEOUT = 60
-
-
-def _imagenet(ctor, name: str, kwargs: dict[str, Any]):
-    """Build an application with Keras's ImageNet weights: Keras downloads them into its cache.
-
-    Keras's download messages go to stderr (stdout may carry ``--json``); a download that cannot
-    start fails with one line that names the file and how to pass it (``--weights FILE``).
-    """
-    import contextlib
-    import socket
-
-    previous = socket.getdefaulttimeout()
-    if previous is None:
-        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            return ctor(**{**kwargs, "weights": "imagenet"})
-    except ValueError as err:
-        if "hash" in str(err):
-            raise ModelError(f"the ImageNet weights of {name} downloaded incompletely ({_first_line(err)}); "
-                             "run again, or pass a local weights file: --weights FILE") from err
-        raise UsageError(f"{name} cannot be built with ImageNet weights: {_first_line(err)}") from err
-    except Exception as err:  # Keras raises a bare Exception for URL failures
-        raise ModelError(
-            f"downloading the ImageNet weights of {name} failed ({_first_line(err)}); without internet "
-            "access, fetch that file elsewhere and pass it: --weights FILE"
-        ) from err
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def _first_line(err: BaseException, limit: int = 300) -> str:
-    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _load_weights_file(model, weights: str) -> None:
-    """Load a weights file (.weights.h5, or a legacy .h5 such as Keras's ImageNet files) into model."""
-    import warnings
-
-    if not Path(weights).is_file():
-        raise ModelError(f"weights file {weights} does not exist")
-    hint = "it must be saved from the same architecture (same application, input shape and --no-top)"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model.load_weights(weights)
-        except Exception as err:  # keras raises many types for mismatched or corrupt files
-            raise ModelError(f"cannot load weights file {weights} into {model.name}: {_first_line(err)}; {hint}") from err
-    for w in caught:  # Keras only warns when it leaves some layers at their initial weights
-        if "freshly-initialized" in str(w.message) or "could not be loaded" in str(w.message):
-            raise ModelError(f"weights file {weights} does not cover {model.name}: {_first_line(w.message)}; {hint}")
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-
-
-def _model_config(path: Path) -> dict[str, Any] | None:
-    """The architecture config a model file holds, read as JSON without Keras (None if absent).
-
-    Raises ModelError for a folder, a file that is not a zip (.keras) or HDF5 (.h5), or one of
-    another format.
-    """
-    import json
-    import zipfile
-
-    import h5py
-
-    if path.is_dir():
-        from pipeline.schema import MANIFEST
-
-        if (path / MANIFEST).exists():
-            try:
-                source = json.loads((path / MANIFEST).read_text())["model"]["source"]
-                named = f": its manifest names {source}"
-            except (OSError, ValueError, KeyError, TypeError):
-                named = " (a .keras/.h5 file or a keras.applications name)"
-            raise ModelError(f"{path} is an extraction folder, not a model: give the model it was extracted from{named}")
-        raise ModelError(f"{path} is a folder, not a model: give a .keras/.h5 file or a keras.applications name")
-    if not path.exists():
-        raise ModelError(f"model file {path} does not exist")
-    try:
-        if path.suffix == ".keras":
-            if not zipfile.is_zipfile(path):
-                raise ModelError(f"{path} is not a valid .keras file (Keras writes them as zip archives)")
-            with zipfile.ZipFile(path) as archive:
-                if "config.json" not in archive.namelist():
-                    raise ModelError(f"{path} is not a valid .keras file (it has no config.json)")
-                return json.loads(archive.read("config.json"))
-        if path.suffix in (".h5", ".hdf5"):
-            if not h5py.is_hdf5(path):
-                raise ModelError(f"{path} is not a valid {path.suffix} file (not HDF5)")
-            with h5py.File(path, "r") as f:
-                raw = f.attrs.get("model_config")
-            if raw is None:
-                raise ModelError(f"{path} holds no model (no model_config): a weights-only file? "
-                                 "pass it as --weights FILE with the model it belongs to")
-            return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise ModelError(f"{path} is not a valid {path.suffix} file: {_first_line(err)}") from err
-    raise ModelError(f"{path} is not a model file: give a .keras or .h5 file (or a keras.applications name)")
-
-
-def _find_lambda(config: Any) -> str | None:
-    """The name of the first Lambda layer anywhere in a model config, or None."""
-    if isinstance(config, dict):
-        if config.get("class_name") == "Lambda":
-            return str((config.get("config") or {}).get("name", "?"))
-        values = config.values()
-    elif isinstance(config, list):
-        values = config
-    else:
-        return None
-    for value in values:
-        found = _find_lambda(value)
-        if found is not None:
-            return found
-    return None
-
-
-#: Oldest Keras releases, per line, without the known load-time code-execution flaws (pyproject.toml).
-SAFE_KERAS = ((3, 15, 1), (3, 12, 4))
-
-
-def _require_safe_keras(version: str) -> None:
-    """Refuse to read model files with a Keras whose safe mode is known to be bypassable."""
-    parts = tuple(int(p) for p in re.findall(r"\d+", version)[:3])
-    latest, backports = SAFE_KERAS
-    if parts >= latest or backports <= parts < (3, 13):
-        return
-    raise ModelError(
-        f"Keras {version} can run code hidden in model files (known safe_mode bypasses); upgrade it before "
-        f"reading model files: pip install 'keras>={'.'.join(map(str, latest))}'"
-    )
-
-
-def _read_model_file(path: Path):
-    """Read a .keras/.h5 model in Keras's safe mode, refusing Lambda layers first (named)."""
-    import keras
-    from keras.src.saving import serialization_lib
-
-    from pipeline.errors import UnsupportedLayerError
-
-    _require_safe_keras(keras.__version__)
-    config = _model_config(path)
-    name = _find_lambda(config)
-    if name is not None:
-        from pipeline.layers import registry
-
-        raise UnsupportedLayerError(name, "Lambda", registry.supported(), registry.NEVER["Lambda"])
-    try:
-        with serialization_lib.SafeModeScope(True):
-            return _load_keras2_h5(path, config) or keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as err:  # keras raises many types for files it cannot rebuild
-        raise ModelError(f"cannot read model file {path}: {_first_line(err)}") from err
-
-
-def _load_keras2_h5(path: Path, config: dict[str, Any] | None):
-    """Read an .h5 file whose config uses Keras 2's ``batch_input_shape``; None for other files.
-
-    Keras 3 names it ``batch_shape`` on an InputLayer and misreads Keras 2's form on the first
-    layer of a Sequential, so the config is rewritten to Keras 3's form, then rebuilt the way
-    Keras reads .h5 files itself: legacy config rules, in safe mode.
-    """
-    import json
-
-    if path.suffix not in (".h5", ".hdf5") or config is None or "batch_input_shape" not in json.dumps(config):
-        return None
-    layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
-    fixed = []
-    for layer in layers:
-        cfg = layer["config"]
-        shape = cfg.pop("batch_input_shape", None)
-        if shape is not None and layer["class_name"] == "InputLayer":
-            cfg["batch_shape"] = shape
-        elif shape is not None and config["class_name"] == "Sequential":
-            fixed.append({"class_name": "InputLayer", "config": {"batch_shape": shape, "dtype": "float32", "name": f"{cfg['name']}_input"}})
-        fixed.append(layer)
-    if isinstance(config["config"], dict):
-        config["config"]["layers"] = fixed
-    else:
-        config["config"] = fixed
-    from keras.src.legacy.saving import saving_options, saving_utils  # the reader Keras itself uses for .h5
-    from keras.src.saving import serialization_lib
-
-    with saving_options.keras_option_scope(use_legacy_config=True), serialization_lib.SafeModeScope(True):
-        model = saving_utils.model_from_config(config)
-    model.load_weights(path)
+        load_weights_file(model, weights)
     return model
 
 
@@ -580,7 +188,7 @@ def read_weight(var) -> np.ndarray:
 def walk(model, spec: ModelSpec | None = None, reader: Callable[[Any], np.ndarray] = read_weight) -> ModelGraph:
     """Walk a built Keras model's layer graph (functional or Sequential) into a ModelGraph.
 
-    ``reader`` turns each variable into an array; :mod:`pipeline.graph_store` passes one that
+    ``reader`` turns each variable into an array; :mod:`pipeline.model_store` passes one that
     writes it to a file and maps it back, so no second copy of the weights stays in memory.
     """
     from pipeline.layers import registry

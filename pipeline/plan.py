@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from pipeline import schema
+from pipeline.errors import UsageError
 from pipeline.layers import registry
-from pipeline.model import LayerSpec, ModelGraph
+from pipeline.layers.base import channels_of
+from pipeline.layers.channels import ChannelGraph
+from pipeline.spec import LayerSpec, ModelGraph
 
 #: Bytes per edge and per node of each sink. Parquet: an upper bound of this project's writer
 #: (the plan itself uses parquet_bytes); Neo4j: the store after a bulk load, 80.4 B per
@@ -108,11 +112,9 @@ def selection(graph: ModelGraph, layer_range: str | None = None) -> tuple[list[L
 def plan(graph: ModelGraph, layer_range: str | None = None, granularity: str = "neuron") -> Plan:
     """Exact counts for a model (or a layer range of it) and byte estimates per sink.
 
-    ``granularity`` ``channel`` or ``layer`` counts the coarser graphs of pipeline.granularity.
+    ``granularity`` ``channel`` or ``layer`` counts the coarser graphs of pipeline.extract.coarse.
     """
-    if granularity != "neuron":
-        from pipeline.granularity import coarse_plan
-
+    if granularity != schema.NEURON:
         return coarse_plan(graph, layer_range, granularity)
     chosen, boundary = selection(graph, layer_range)
     layers = sorted(
@@ -144,3 +146,48 @@ def human_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1000
     return str(n)
+
+
+def check_granularity(granularity: str) -> None:
+    """UsageError unless granularity is one of schema.GRANULARITIES."""
+    if granularity not in schema.GRANULARITIES:
+        raise UsageError(f"unknown granularity {granularity!r}: choose one of {', '.join(schema.GRANULARITIES)}")
+
+
+def ordered(chosen: list[LayerSpec], boundary: list[LayerSpec]) -> list[tuple[LayerSpec, bool]]:
+    """(layer, is boundary) of a selection, in model order."""
+    return sorted([(s, False) for s in chosen] + [(s, True) for s in boundary], key=lambda x: x[0].index)
+
+
+def coarse_plan(graph: ModelGraph, layer_range: str | None, granularity: str) -> Plan:
+    """Exact node and edge counts at channel or layer granularity (nothing is generated)."""
+    check_granularity(granularity)
+    chosen, boundary = selection(graph, layer_range)
+    layers: list[LayerPlan] = []
+    floats = 0
+    if granularity == schema.CHANNEL:
+        cg = ChannelGraph(graph)
+        for spec, is_boundary in ordered(chosen, boundary):
+            parts = [] if is_boundary else cg.parts(spec)
+            floats += sum(p.count * p.width for p in parts)
+            layers.append(_coarse_layer_plan(spec, channels_of(spec.output) if spec.makes_neurons else 0,
+                                             sum(p.count for p in parts), is_boundary))
+    else:
+        names = {s.name for s in chosen + boundary}
+        for spec, is_boundary in ordered(chosen, boundary):
+            edges = 0 if is_boundary else sum(1 for n in spec.inbound if n in names)
+            layers.append(_coarse_layer_plan(spec, 1, edges, is_boundary))
+    result = Plan(model=graph.name, layers=layers)
+    result.nodes = sum(lp.nodes for lp in layers)
+    result.edges = sum(lp.edges for lp in layers)
+    result.bytes = {
+        sink: int(result.edges * BYTES_PER_EDGE[sink] + result.nodes * BYTES_PER_NODE[sink]) for sink in BYTES_PER_EDGE
+    }
+    # Coarse edges compress far less than neuron edges, and carry their kernel slices.
+    result.bytes["parquet"] = int(result.edges * 16 + floats * 4 + result.nodes * 16)
+    return result
+
+
+def _coarse_layer_plan(spec: LayerSpec, nodes: int, edges: int, boundary: bool) -> LayerPlan:
+    tr = registry.get(spec.type, spec.name)
+    return LayerPlan(spec.index, spec.name, spec.type, list(spec.output.shape), nodes, edges, tr.activation(spec), boundary)

@@ -18,11 +18,14 @@ from typing import Any
 import numpy as np
 
 from pipeline import activations, schema
-from pipeline.extract import CHUNK_EDGES, layer_tasks, read_manifest, task_edges
+from pipeline.dataset import LayerEntry, Manifest, check_files, edge_batches, load_manifest, node_batches
+from pipeline.errors import OutputError, VerificationError
+from pipeline.extract.tasks import CHUNK_EDGES, layer_tasks, task_edges
 from pipeline.layers import registry
 from pipeline.layers.base import EdgeChunk
-from pipeline.model import ModelGraph
+from pipeline.plan import plan
 from pipeline.progress import NULL, Progress
+from pipeline.spec import ModelGraph
 
 TOLERANCE = 1e-4
 
@@ -69,14 +72,11 @@ def folder_layers(
     sha256 (pipeline.dataset.check_files), before this returns: a damaged folder fails here,
     named, not halfway through a replay.
     """
-    from pipeline.dataset import check_files
-    from pipeline.errors import OutputError
-
     root = Path(folder)
-    manifest = read_manifest(root)
-    if manifest.get("granularity", "neuron") != "neuron":
+    manifest = load_manifest(root)
+    if manifest.granularity != schema.NEURON:
         raise OutputError(
-            f"{folder} holds a {manifest['granularity']}-level graph; replay needs a neuron-level "
+            f"{folder} holds a {manifest.granularity}-level graph; replay needs a neuron-level "
             "extraction (cnngraph extract without --granularity)"
         )
     if check:
@@ -84,33 +84,32 @@ def folder_layers(
     return _folder_layers(root, manifest, max_edges)
 
 
-def _folder_layers(root: Path, manifest: dict[str, Any], max_edges: int) -> Iterator[LayerReplay]:
-    import pyarrow.parquet as pq
+_EDGE_COLUMNS = [schema.SOURCE, schema.TARGET, schema.WEIGHT, schema.KIND]
 
-    for entry in manifest["layers"]:
-        if entry["nodes"] == 0 or entry["type"] == "InputLayer" or entry["boundary"]:
+
+def _folder_layers(root: Path, manifest: Manifest, max_edges: int) -> Iterator[LayerReplay]:
+    for entry in manifest.layers:
+        if entry.nodes == 0 or entry.type == "InputLayer" or entry.boundary:
             continue
         bias = np.concatenate(
-            [pq.read_table(root / f, columns=[schema.BIAS]).column(0).to_numpy() for f in entry["node_files"]]
+            [t.column(schema.BIAS).to_numpy() for t in node_batches(root, entry, columns=[schema.BIAS])]
         )
 
-        def edges(entry=entry) -> Iterator[EdgeChunk]:
-            for rel in entry["edge_files"]:
-                pf = pq.ParquetFile(root / rel)
-                for batch in pf.iter_batches(batch_size=max_edges):
-                    kinds = batch.column(schema.KIND).dictionary.to_pylist()
-                    codes = batch.column(schema.KIND).indices.to_numpy()
-                    src = batch.column(schema.SOURCE).to_numpy()
-                    tgt = batch.column(schema.TARGET).to_numpy()
-                    w = batch.column(schema.WEIGHT).to_numpy()
-                    for code, kind in enumerate(kinds):
-                        sel = codes == code
-                        if sel.any():
-                            yield EdgeChunk(src[sel], tgt[sel], w[sel], kind)
+        def edges(entry: LayerEntry = entry) -> Iterator[EdgeChunk]:
+            for table in edge_batches(root, entry, columns=_EDGE_COLUMNS, batch_size=max_edges):
+                kind = table.column(schema.KIND).chunk(0)
+                kinds, codes = kind.dictionary.to_pylist(), kind.indices.to_numpy()
+                src = table.column(schema.SOURCE).to_numpy()
+                tgt = table.column(schema.TARGET).to_numpy()
+                w = table.column(schema.WEIGHT).to_numpy()
+                for code, name in enumerate(kinds):
+                    sel = codes == code
+                    if sel.any():
+                        yield EdgeChunk(src[sel], tgt[sel], w[sel], name)
 
         yield LayerReplay(
-            entry["name"], entry["id_start"], tuple(entry["output_shape"]), bias, entry["activation"], edges,
-            float((entry.get("config") or {}).get("epsilon") or 0.0),
+            entry.name, entry.id_start, tuple(entry.output_shape), bias, entry.activation, edges,
+            float((entry.config or {}).get("epsilon") or 0.0),
         )
 
 
@@ -120,22 +119,20 @@ def check_same_model(graph: ModelGraph, folder: str | Path) -> None:
     Compares each manifest layer's name, type and id range with the graph's, so replaying a
     folder against another model fails with the first difference, not with large errors.
     """
-    from pipeline.errors import VerificationError
-
-    manifest = read_manifest(folder)
+    manifest = load_manifest(folder)
     ours = {s.name: s for s in graph.layers}
-    for entry in manifest["layers"]:
-        spec = ours.get(entry["name"])
+    for entry in manifest.layers:
+        spec = ours.get(entry.name)
         if spec is None:
-            raise VerificationError(f"{folder} was not extracted from {graph.name}: it has no layer {entry['name']!r}; "
-                                    f"give the model the folder came from ({manifest['model'].get('source')})")
+            raise VerificationError(f"{folder} was not extracted from {graph.name}: it has no layer {entry.name!r}; "
+                                    f"give the model the folder came from ({manifest.model.get('source')})")
         mine = (spec.type, spec.output.offset, spec.output.offset + spec.output.size)
-        theirs = (entry["type"], entry["id_start"], entry["id_stop"])
+        theirs = (entry.type, entry.id_start, entry.id_stop)
         if mine != theirs:
             raise VerificationError(
-                f"{folder} was not extracted from {graph.name}: layer {entry['name']!r} is {theirs[0]} with ids "
+                f"{folder} was not extracted from {graph.name}: layer {entry.name!r} is {theirs[0]} with ids "
                 f"{theirs[1]}..{theirs[2]} there and {mine[0]} with ids {mine[1]}..{mine[2]} here; give the model "
-                f"the folder came from ({manifest['model'].get('source')})"
+                f"the folder came from ({manifest.model.get('source')})"
             )
 
 
@@ -299,8 +296,6 @@ def verify(
         layers = graph_layers(graph)
     inputs = random_inputs(graph, samples, seed)
     reference = keras_outputs(model, graph, _in_model_order(model, graph, inputs))
-    from pipeline.plan import plan
-
     total_edges = plan(graph).edges
     progress.start(total_edges * samples, "edge-evals", "verify")
     result = VerifyResult(tolerance=tolerance, samples=samples, edges=total_edges)

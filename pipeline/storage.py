@@ -134,9 +134,6 @@ class RemotePath:
     def open(self, mode: str = "rb"):
         return self.fs.open(self.path, mode)
 
-    def stat_size(self) -> int:
-        return int(self.fs.size(self.path))
-
 
 def replace(src: Path | RemotePath, dst: Path | RemotePath) -> None:
     """Rename src to dst (atomic on local disks; a copy and delete on object stores)."""

@@ -73,8 +73,8 @@ def channel_counts(name: str = "vgg16") -> dict:
 
 
 def render(rows: list[dict], counts: dict) -> str:
-    from pipeline.granularity import ChannelGraph  # noqa: F401  (channel rules live there)
     from pipeline.layers import registry
+    from pipeline.layers.channels import ChannelGraph  # noqa: F401  (channel rules live there)
 
     used = {t for r in rows for t in r.get("types", [])}
     out = [
@@ -129,9 +129,9 @@ def render(rows: list[dict], counts: dict) -> str:
 
 def application_classes() -> list[str]:
     """keras.applications constructors by their class names (ConvNeXtTiny, ResNet50, ...)."""
-    from pipeline.model import _quiet_tensorflow
+    from pipeline.model_files import quiet_tensorflow
 
-    _quiet_tensorflow()
+    quiet_tensorflow()
     import keras
 
     return sorted(a for a in dir(keras.applications) if a[:1].isupper() and callable(getattr(keras.applications, a)))

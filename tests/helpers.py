@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.extract import extract, stream_edges
-from pipeline.model import ModelGraph, _quiet_tensorflow, randomize_biases, walk
+from pipeline.model import ModelGraph, randomize_biases, walk
+from pipeline.model_files import quiet_tensorflow
 from pipeline.plan import plan
 from pipeline.replay import verify
 
@@ -18,7 +19,7 @@ TOL = 1e-4
 
 def keras():
     """The keras module, imported with TensorFlow's start-up chatter silenced."""
-    _quiet_tensorflow()
+    quiet_tensorflow()
     import keras as k
 
     return k

@@ -10,9 +10,9 @@ from collections import namedtuple
 import pytest
 
 from pipeline import errors, schema, storage
-from pipeline import extract as extract_mod
 from pipeline.export import write_graphml, write_parquet
 from pipeline.extract import extract
+from pipeline.extract import folder as extract_folder
 from pipeline.model import walk
 from pipeline.neo4j import bulk
 from pipeline.sinks import graphml
@@ -52,7 +52,7 @@ def graph():
 def test_extraction(graph, tmp_path, monkeypatch):
     out = tmp_path / "ext"
     with monkeypatch.context() as m:
-        m.setattr(extract_mod, "_write_parquet", _full)
+        m.setattr(extract_folder, "write_part", _full)
         with pytest.raises(errors.OutputError, match=r"filled up during the extraction.*marked incomplete.*run again"):
             extract(graph, out)
     assert not (out / schema.MANIFEST).exists() and (out / ".partial").exists()

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from pipeline import schema
 from pipeline.errors import UnsupportedLayerError, UsageError
 from pipeline.extract import extract
-from pipeline.granularity import AGGREGATORS, ChannelGraph, aggregate, channel_edges
+from pipeline.extract.coarse import AGGREGATORS, ChannelGraph, aggregate, channel_edges
 from pipeline.model import randomize_batchnorm, walk
 from pipeline.plan import plan
 from tests.helpers import functional, keras, sequential

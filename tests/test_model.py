@@ -80,7 +80,8 @@ def test_random_biases_are_seeded():
 
 def test_keras2_h5_is_rebuilt_in_safe_mode(tmp_path):
     """Past the Lambda check, Keras itself refuses the Python code of a Keras 2 style file."""
-    from pipeline.model import _load_keras2_h5, _model_config
+    from pipeline.model_files import load_keras2_h5 as _load_keras2_h5
+    from pipeline.model_files import model_config as _model_config
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: x * 2), keras.layers.Dense(2)])
     path = tmp_path / "lambda.h5"
@@ -99,7 +100,7 @@ def test_lambda_layer_in_memory_says_why():
 @pytest.mark.parametrize(("version", "safe"), [("3.15.1", True), ("3.16.0", True), ("3.12.4", True),
                                                ("3.13.1", False), ("3.14.0", False), ("3.12.1", False)])
 def test_keras_with_known_load_flaws_is_refused(version, safe):
-    from pipeline.model import _require_safe_keras
+    from pipeline.model_files import require_safe_keras as _require_safe_keras
 
     if safe:
         _require_safe_keras(version)

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from pipeline import schema
 from pipeline.cli import cli
 from pipeline.errors import ModelError, UsageError
-from pipeline.executors import DaskExecutor, LocalExecutor, make_executor
 from pipeline.extract import extract
-from pipeline.graph_store import LEAN_RANDOM_MIN_SIZE, _lean_random, isolated_graph, load_graph, save_graph
+from pipeline.extract.executors import DaskExecutor, LocalExecutor, make_executor
 from pipeline.model import ModelSpec, build, walk
+from pipeline.model_store import LEAN_RANDOM_MIN_SIZE, _lean_random, isolated_graph, load_graph, save_graph
 from tests.helpers import keras, sequential
 
 L = keras().layers

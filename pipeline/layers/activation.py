@@ -8,9 +8,18 @@ from collections.abc import Iterator
 import numpy as np
 
 from pipeline import activations
-from pipeline.layers.base import EdgeChunk, Translator, activation_name
-from pipeline.model import LayerSpec
+from pipeline.layers.base import (
+    ChannelRules,
+    EdgeChunk,
+    Part,
+    Translator,
+    activation_name,
+    input_rows,
+    output_rows_touched,
+    runs,
+)
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec
 
 
 def identity_edges(spec: LayerSpec, lo: int, hi: int, max_edges: int, kind: str = Kind.IDENTITY) -> Iterator[EdgeChunk]:
@@ -47,9 +56,24 @@ class Activation(Translator):
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
         return identity_edges(spec, lo, hi, max_edges)
 
+    def rows_touched(
+        self, spec: LayerSpec, targets: np.ndarray | None, sources: np.ndarray | None
+    ) -> list[tuple[int, int]]:
+        if targets is not None:  # rows are output rows
+            return output_rows_touched(spec, targets)
+        if sources is not None and len(spec.inputs) == 1:  # ... and input rows, one to one
+            return runs(input_rows(spec, sources))
+        return super().rows_touched(spec, targets, sources)
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        return [cg.diagonal(spec, spec.inputs[0], 1.0, Kind.IDENTITY)]
+
 
 class Input(Translator):
     types = ("InputLayer",)
 
     def activation(self, spec: LayerSpec) -> str:
         return "linear"
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        return []

@@ -21,9 +21,9 @@ import numpy as np
 
 from pipeline import activations
 from pipeline.layers.activation import Activation, identity_edges
-from pipeline.layers.base import EdgeChunk
-from pipeline.model import LayerSpec, Tensor
+from pipeline.layers.base import ChannelRules, EdgeChunk, Part
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec, Tensor
 
 
 class ParamActivation(Activation):
@@ -80,6 +80,16 @@ class PReLU(Activation):
 
     def count_edges(self, spec: LayerSpec) -> int:
         return spec.output.size * (2 if len(spec.inputs) == 2 else 1)
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        if spec.part_of is not None:  # <name>/negative: relu(-x)
+            return [cg.diagonal(spec, spec.inputs[0], -1.0, Kind.IDENTITY)]
+        if not self.is_split(spec):
+            return [cg.diagonal(spec, spec.inputs[0], 1.0, Kind.IDENTITY)]
+        alpha = self.alpha(spec).reshape(-1, spec.output.shape[-1])
+        if not np.all(alpha == alpha[:1]):
+            cg.refuse(spec, "a PReLU whose alpha varies by position (no shared_axes) has no channel-level form")
+        return [cg.diagonal(spec, spec.inputs[0], 1.0, Kind.ADD), cg.diagonal(spec, spec.inputs[1], 1.0 - alpha[0], Kind.ADD)]
 
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
         if not self.is_split(spec):

@@ -1,6 +1,6 @@
 """The translator interface, edge chunks, and the pairs-times-positions edge emitter.
 
-A translator turns one layer (a :class:`~pipeline.model.LayerSpec`) into edges by index
+A translator turns one layer (a :class:`~pipeline.spec.LayerSpec`) into edges by index
 arithmetic. Most layers are "pairs times positions": a set of (source channel, target channel,
 weight) pairs repeated over matching source and target positions. The emitter materialises that
 product weight-major (positions innermost), so a chunk's weights come in long constant runs and its
@@ -9,17 +9,18 @@ ids in arithmetic progressions: both compress to almost nothing in Parquet.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from pipeline import schema
 from pipeline.errors import UnsupportedLayerError
-from pipeline.model import LayerSpec
+from pipeline.spec import LayerSpec, Tensor
 
 
 @dataclass
@@ -43,6 +44,78 @@ class Task:
     lo: int
     hi: int
     seq: int  # position of the task within its layer (names its output file)
+
+
+@dataclass
+class Part:
+    """``count`` channel edges of one kind whose kernel slices all have ``width`` values.
+
+    ``block(lo, hi)`` gives edges [lo, hi): (source channel, target channel, kernel (n, width)),
+    channels counted within their tensors (not yet offset to channel ids).
+    """
+
+    tensor: Tensor  # the input tensor the sources belong to
+    count: int
+    width: int
+    kind: str
+    block: Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+class ChannelRules(Protocol):
+    """The shapes channel rules are built from (:class:`pipeline.layers.channels.ChannelGraph`).
+
+    A translator's :meth:`Translator.channel_parts` gets one; the protocol keeps the translators
+    free of imports of the channel graph (which imports the registry).
+    """
+
+    def source_channels(self, spec: LayerSpec, t: Tensor) -> np.ndarray: ...
+
+    def refuse(self, spec: LayerSpec, why: str) -> None: ...
+
+    def mixing(self, spec: LayerSpec, kernel: np.ndarray, groups: int, kind: str) -> list[Part]: ...
+
+    def depthwise(self, spec: LayerSpec) -> Part: ...
+
+    def diagonal(self, spec: LayerSpec, t: Tensor, scale: Any, kind: str) -> Part: ...
+
+    def concat(self, spec: LayerSpec) -> list[Part]: ...
+
+
+def channels_of(t: Tensor) -> int:
+    """The channels of a tensor: the length of its last axis (1 for a scalar)."""
+    return t.shape[-1] if t.shape else 1
+
+
+def runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted unique ints as [lo, hi) runs."""
+    if len(rows) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(rows) > 1) + 1
+    starts = rows[np.r_[0, breaks]]
+    stops = rows[np.r_[breaks - 1, len(rows) - 1]] + 1
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+#: Keras class name -> translator, filled by :mod:`pipeline.layers.registry` (which imports every
+#: family); kept here so a translator can name the supported types without importing the registry.
+_BY_TYPE: dict[str, Translator] = {}
+
+
+def register(*translators: Translator) -> None:
+    """Make each translator the one for its Keras class names (``types``)."""
+    for tr in translators:
+        for name in tr.types:
+            _BY_TYPE[name] = tr
+
+
+def registered(layer_type: str) -> Translator | None:
+    """The translator registered for a Keras class name, or None."""
+    return _BY_TYPE.get(layer_type)
+
+
+def supported_types() -> list[str]:
+    """Keras class names that have a translator (once the registry is imported)."""
+    return sorted(_BY_TYPE)
 
 
 class Translator:
@@ -69,9 +142,7 @@ class Translator:
             self.unsupported(spec, "data_format must be channels_last")
 
     def unsupported(self, spec: LayerSpec, why: str) -> None:
-        from pipeline.layers import registry
-
-        raise UnsupportedLayerError(spec.name, spec.type, registry.supported(), why)
+        raise UnsupportedLayerError(spec.name, spec.type, supported_types(), why)
 
     def activation(self, spec: LayerSpec) -> str:
         """The activation applied to this layer's neurons (Keras's name)."""
@@ -93,6 +164,33 @@ class Translator:
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
         """Edges of rows [lo, hi) in chunks of at most max_edges."""
         return iter(())
+
+    def rows_touched(
+        self, spec: LayerSpec, targets: np.ndarray | None, sources: np.ndarray | None
+    ) -> list[tuple[int, int]]:
+        """The [lo, hi) row runs whose edges can reach ``targets`` or leave ``sources`` (sorted ids).
+
+        A superset is fine (callers filter the edges); the default is every row. Families whose
+        rows map to output rows or input units narrow it, so a cone reads only its rows.
+        """
+        return [(0, self.rows(spec))]
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        """The channel-granularity edges of a layer that owns neurons, as parts (built with ``cg``)."""
+        cg.refuse(spec, "no channel-level rule for this layer family yet")
+        return []
+
+
+def output_rows_touched(spec: LayerSpec, targets: np.ndarray) -> list[tuple[int, int]]:
+    """The output rows (first axis) holding ``targets``, for families whose rows are output rows."""
+    per_row = math.prod(spec.output.shape[1:])
+    return runs(np.unique((targets - spec.output.offset) // per_row))
+
+
+def input_rows(spec: LayerSpec, sources: np.ndarray) -> np.ndarray:
+    """The rows (first axis) of the single input that hold ``sources``, sorted and unique."""
+    src_t = spec.inputs[0]
+    return np.unique((sources - src_t.offset) // math.prod(src_t.shape[1:]))
 
 
 def activation_name(value: Any) -> str:
@@ -136,10 +234,6 @@ def reused_buffers(capacity: int) -> Iterator[Arena]:
         yield arena
     finally:
         _ARENA.reset(token)
-
-
-def current_arena() -> Arena | None:
-    return _ARENA.get()
 
 
 def emit_pairs(

@@ -7,10 +7,21 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator, emit_pairs, full_pair_ids, pair_weights
+from pipeline.layers.base import (
+    ChannelRules,
+    EdgeChunk,
+    Part,
+    Translator,
+    emit_pairs,
+    full_pair_ids,
+    input_rows,
+    output_rows_touched,
+    pair_weights,
+    runs,
+)
 from pipeline.layers.window import Window
-from pipeline.model import LayerSpec
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec
 
 
 def conv_window(spec: LayerSpec, kernel_key: str = "kernel_size", dilation_key: str = "dilation_rate") -> Window:
@@ -89,6 +100,18 @@ class Windowed(Translator):
     def kind_of(self, spec: LayerSpec) -> str:
         return self.kind
 
+    def rows_touched(
+        self, spec: LayerSpec, targets: np.ndarray | None, sources: np.ndarray | None
+    ) -> list[tuple[int, int]]:
+        if targets is not None:  # rows are output rows
+            return output_rows_touched(spec, targets)
+        if sources is not None and len(spec.inputs) == 1:  # output rows whose window reaches them
+            in_rows = input_rows(spec, sources)
+            window = self.window(spec)
+            out = [o[np.isin(i, in_rows)] for k in range(window.kernel[0]) for o, i in [window.axis_valid(0, k)]]
+            return runs(np.unique(np.concatenate(out)))
+        return super().rows_touched(spec, targets, sources)
+
 
 class Conv(Windowed):
     types = ("Conv1D", "Conv2D", "Conv3D")
@@ -99,3 +122,7 @@ class Conv(Windowed):
 
     def offset_weights(self, spec: LayerSpec, kernel: np.ndarray | None, offset: tuple[int, ...]) -> np.ndarray:
         return pair_weights(kernel[offset], spec.config.get("groups", 1))
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        k = np.asarray(spec.weights["kernel"])
+        return cg.mixing(spec, k.reshape(-1, *k.shape[-2:]), spec.config.get("groups", 1), Kind.CONV)

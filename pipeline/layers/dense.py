@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator, emit_pairs
-from pipeline.model import LayerSpec
+from pipeline.layers.base import ChannelRules, EdgeChunk, Part, Translator, emit_pairs, runs
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec
 
 
 class Dense(Translator):
@@ -20,6 +20,18 @@ class Dense(Translator):
 
     def count_edges(self, spec: LayerSpec) -> int:
         return math.prod(spec.inputs[0].shape) * spec.output.shape[-1]
+
+    def rows_touched(
+        self, spec: LayerSpec, targets: np.ndarray | None, sources: np.ndarray | None
+    ) -> list[tuple[int, int]]:
+        if sources is not None and len(spec.inputs) == 1:  # rows are input units
+            src_t = spec.inputs[0]
+            return runs(np.unique((sources - src_t.offset) % src_t.shape[-1]))
+        return super().rows_touched(spec, targets, sources)
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        k = np.asarray(spec.weights["kernel"])
+        return cg.mixing(spec, k[None], 1, Kind.DENSE)
 
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
         src_t, out_t = spec.inputs[0], spec.output

@@ -16,11 +16,11 @@ import dataclasses
 
 import numpy as np
 
-from pipeline.layers.base import full_pair_ids, pair_weights
+from pipeline.layers.base import ChannelRules, Part, full_pair_ids, pair_weights
 from pipeline.layers.conv import Windowed
 from pipeline.layers.window import Window
-from pipeline.model import LayerSpec, Tensor
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec, Tensor
 
 
 class Depthwise(Windowed):
@@ -36,6 +36,9 @@ class Depthwise(Windowed):
 
     def offset_weights(self, spec: LayerSpec, kernel: np.ndarray | None, offset: tuple[int, ...]) -> np.ndarray:
         return kernel[offset].reshape(-1)
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        return [cg.depthwise(spec)]
 
 
 class Separable(Windowed):
@@ -76,3 +79,7 @@ class Separable(Windowed):
 
     def offset_weights(self, spec: LayerSpec, kernel: np.ndarray | None, offset: tuple[int, ...]) -> np.ndarray:
         return pair_weights(kernel[offset])
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        k = np.asarray(spec.weights["pointwise_kernel"])  # its depthwise step is a Depthwise spec
+        return cg.mixing(spec, k.reshape(-1, *k.shape[-2:]), 1, Kind.POINTWISE)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator, emit_pairs
-from pipeline.model import LayerSpec
+from pipeline.layers.base import ChannelRules, EdgeChunk, Part, Translator, emit_pairs
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec
 
 
 class GlobalPooling(Translator):
@@ -43,3 +43,7 @@ class GlobalPooling(Translator):
             np.full(positions, out_t.offset, dtype=np.int64),
             c, c, w, Kind.GLOBAL_MAX_POOL if is_max else Kind.GLOBAL_AVG_POOL, max_edges,
         )
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        kind = Kind.GLOBAL_MAX_POOL if "Max" in spec.type else Kind.GLOBAL_AVG_POOL
+        return [cg.diagonal(spec, spec.inputs[0], 1.0, kind)]

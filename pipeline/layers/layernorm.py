@@ -23,18 +23,18 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator, emit_pairs
-from pipeline.layers.normalization import ChannelAffine, _last_axis_only
+from pipeline.layers.base import ChannelRules, EdgeChunk, Part, Translator, channels_of, emit_pairs
+from pipeline.layers.normalization import ChannelAffine, last_axis_only
 from pipeline.layers.remap import channel_positions, channel_rows
-from pipeline.model import LayerSpec
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec
 
 
 class LayerNorm(Translator):
     types = ("LayerNormalization",)
 
     def check(self, spec: LayerSpec) -> None:
-        if not _last_axis_only(spec.config.get("axis", -1), len(spec.output.shape) + 1):
+        if not last_axis_only(spec.config.get("axis", -1), len(spec.output.shape) + 1):
             self.unsupported(spec, f"axis {spec.config.get('axis')!r}: only the last (channel) axis is supported")
         if spec.config.get("rms_scaling"):
             self.unsupported(spec, "rms_scaling is not supported")
@@ -57,6 +57,19 @@ class LayerNorm(Translator):
         c = spec.output.shape[-1]
         gamma = self._gamma_beta(spec)[0]
         return (np.eye(c) - 1.0 / c) * gamma[None, :]
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        t = spec.inputs[0]
+        cmap = cg.source_channels(spec, t)
+        n = channels_of(spec.output)
+        w = self.pair_weights(spec)  # (C_in, C_out)
+
+        def block(lo: int, hi: int):
+            q = np.arange(lo, hi, dtype=np.int64)
+            a, o = q // n, q % n
+            return cmap[a], o, w[a, o][:, None].astype(np.float32)
+
+        return [Part(t, n * n, 1, Kind.LAYERNORM, block)]
 
     def rows(self, spec: LayerSpec) -> int:
         return channel_rows(spec.output.shape)
@@ -96,6 +109,21 @@ class GroupNorm(LayerNorm):
 
     def count_edges(self, spec: LayerSpec) -> int:
         return spec.output.size * self.group_size(spec)
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        t = spec.inputs[0]
+        cmap = cg.source_channels(spec, t)
+        c = channels_of(spec.output)
+        size, n = c // self.groups(spec), self.group_size(spec)
+        gamma = self._gamma_beta(spec)[0]
+
+        def block(lo: int, hi: int):
+            q = np.arange(lo, hi, dtype=np.int64)
+            o, a = q // size, q % size
+            src = (o // size) * size + a
+            return cmap[src], o, (gamma[o] * ((src == o) - 1.0 / n))[:, None].astype(np.float32)
+
+        return [Part(t, c * size, 1, Kind.GROUPNORM, block)]
 
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
         src_t, out_t = spec.inputs[0], spec.output

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator
+from pipeline.layers.base import ChannelRules, EdgeChunk, Part, Translator
 from pipeline.layers.remap import pull_edges, row_count
-from pipeline.model import LayerSpec, Tensor
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec, Tensor
 
 
 def broadcast_map(src_shape: tuple[int, ...], out_shape: tuple[int, ...]):
@@ -72,6 +72,11 @@ class Elementwise(Translator):
     def count_edges(self, spec: LayerSpec) -> int:
         return len(spec.inputs) * spec.output.size
 
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        merge = spec.type.rsplit(".", 1)[-1]  # keras.ops merges name their layer twin
+        kind = {"Maximum": Kind.MAXIMUM, "Multiply": Kind.MULTIPLY}.get(merge, Kind.ADD)
+        return [cg.diagonal(spec, t, w, kind) for t, w in zip(spec.inputs, self.weights(spec), strict=True)]
+
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
         kind = {"Maximum": Kind.MAXIMUM, "Multiply": Kind.MULTIPLY}.get(spec.type, Kind.ADD)
         for t, w in zip(spec.inputs, self.weights(spec), strict=True):
@@ -110,6 +115,9 @@ class Concatenate(Translator):
 
     def count_edges(self, spec: LayerSpec) -> int:
         return sum(t.size for t in spec.inputs)
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        return cg.concat(spec)
 
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
         axis = concat_axis(spec)

@@ -14,16 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator, diagonal_pairs, emit_pairs
+from pipeline.layers.base import ChannelRules, EdgeChunk, Part, Translator, diagonal_pairs, emit_pairs
 from pipeline.layers.remap import channel_positions, channel_rows
-from pipeline.model import LayerSpec
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec
 
 #: keras.backend.epsilon(), the floor Normalization puts under the standard deviation.
 KERAS_EPSILON = 1e-7
 
 
-def _last_axis_only(axis: Any, rank: int) -> bool:
+def last_axis_only(axis: Any, rank: int) -> bool:
     """True when a Keras ``axis`` config names exactly the last axis (batch axis included in rank)."""
     axes = [axis] if isinstance(axis, int) else list(axis or [])
     return len(axes) == 1 and int(axes[0]) % rank == rank - 1
@@ -70,6 +70,9 @@ class ChannelAffine(Translator):
             pair_src, pair_tgt, scale, self.kind, max_edges,
         )
 
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        return [cg.diagonal(spec, spec.inputs[0], self.scale_shift(spec)[0], self.kind)]
+
 
 class BatchNorm(ChannelAffine):
     types = ("BatchNormalization",)
@@ -77,7 +80,7 @@ class BatchNorm(ChannelAffine):
 
     def check(self, spec: LayerSpec) -> None:
         super().check(spec)
-        if not _last_axis_only(spec.config.get("axis", -1), len(spec.output.shape) + 1):
+        if not last_axis_only(spec.config.get("axis", -1), len(spec.output.shape) + 1):
             self.unsupported(spec, f"axis {spec.config.get('axis')!r}: only the last (channel) axis is supported")
         if spec.config.get("renorm"):
             self.unsupported(spec, "batch renormalization is not supported")
@@ -115,7 +118,7 @@ class Normalization(ChannelAffine):
 
     def check(self, spec: LayerSpec) -> None:
         rank = len(spec.output.shape) + 1
-        if not _last_axis_only(spec.config.get("axis", -1), rank):
+        if not last_axis_only(spec.config.get("axis", -1), rank):
             self.unsupported(spec, f"axis {spec.config.get('axis')!r}: only the last (channel) axis is supported")
         if self._mean_var(spec) is None:
             self.unsupported(spec, "mean and variance must be scalars or one value per channel")

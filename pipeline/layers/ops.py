@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import UnsupportedLayerError
-from pipeline.layers.base import EdgeChunk, Translator
+from pipeline.layers.base import ChannelRules, EdgeChunk, Part, Translator, supported_types
 from pipeline.layers.merge import Elementwise
 from pipeline.layers.normalization import ChannelAffine
-from pipeline.model import LayerSpec
+from pipeline.spec import LayerSpec
 
 PREFIX = "keras.ops."
 #: keras.ops operation classes this module expresses, and the merge layer each acts as.
@@ -43,13 +43,11 @@ def _number(value: Any) -> float | None:
 
 def describe_call(op, node) -> tuple[str, dict[str, Any]]:
     """(layer type, config) of a keras.ops call; UnsupportedLayerError when it has no graph form."""
-    from pipeline.layers import registry
-
     name = type(op).__name__
     type_name = PREFIX + name
 
     def refuse(why: str):
-        raise UnsupportedLayerError(op.name, type_name, registry.supported(), why)
+        raise UnsupportedLayerError(op.name, type_name, supported_types(), why)
 
     if name not in OPS:
         refuse(
@@ -132,6 +130,10 @@ class OpsCall(Translator):
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
         tr, s = self._impl(spec)
         return tr.edges(s, lo, hi, max_edges)
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        tr, s = self._impl(spec)  # affine with a number, a merge between tensors
+        return tr.channel_parts(cg, s)
 
     def delegate(self, spec: LayerSpec) -> tuple[Translator, LayerSpec]:
         """The translator (and the spec it reads) this call acts as: for the coarser granularities."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.layers.base import ChannelRules, Part
 from pipeline.layers.conv import Windowed
 from pipeline.layers.window import Window
-from pipeline.model import LayerSpec
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec
 
 
 class Pooling(Windowed):
@@ -39,3 +40,7 @@ class Pooling(Windowed):
 
     def position_weights(self, spec: LayerSpec, window: Window, lo: int, hi: int) -> np.ndarray | None:
         return None if spec.type.startswith("Max") else 1.0 / window.members(lo, hi)
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        kind = Kind.MAX_POOL if "Max" in spec.type else Kind.AVG_POOL
+        return [cg.diagonal(spec, spec.inputs[0], 1.0, kind)]

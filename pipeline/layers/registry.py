@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.errors import UnsupportedLayerError
 from pipeline.layers.activation import Activation, Input
 from pipeline.layers.advanced_activation import ParamActivation, PReLU
-from pipeline.layers.base import Translator
+from pipeline.layers.base import Translator, register, registered, supported_types
 from pipeline.layers.conv import Conv
 from pipeline.layers.dense import Dense
 from pipeline.layers.depthwise import Depthwise, Separable
@@ -40,7 +40,7 @@ TRANSLATORS.append(ConvTranspose())
 TRANSLATORS.append(GroupNorm())
 TRANSLATORS.append(PReLU())
 
-_BY_TYPE: dict[str, Translator] = {t: tr for tr in TRANSLATORS for t in tr.types}
+register(*TRANSLATORS)
 
 #: Why some well-known layer types can never have a translator (said instead of near names).
 NEVER: dict[str, str] = {
@@ -54,12 +54,12 @@ NEVER: dict[str, str] = {
 
 def supported() -> list[str]:
     """Keras class names that have a translator."""
-    return sorted(_BY_TYPE)
+    return supported_types()
 
 
 def get(layer_type: str, layer_name: str = "?") -> Translator:
     """The translator for a Keras class name, or a clear UnsupportedLayerError."""
-    try:
-        return _BY_TYPE[layer_type]
-    except KeyError:
-        raise UnsupportedLayerError(layer_name, layer_type, supported(), NEVER.get(layer_type, "")) from None
+    tr = registered(layer_type)
+    if tr is None:
+        raise UnsupportedLayerError(layer_name, layer_type, supported(), NEVER.get(layer_type, ""))
+    return tr

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from pipeline.layers.base import EdgeChunk
-from pipeline.model import Tensor
+from pipeline.spec import Tensor
 
 #: Output coordinates (one int64 array per axis) -> (source coordinates, mask of valid ones or None).
 SourceMap = Callable[[tuple[np.ndarray, ...]], tuple[tuple[np.ndarray, ...], np.ndarray | None]]

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.layers.base import Translator
+from pipeline.layers.base import ChannelRules, Part, Translator
+from pipeline.spec import LayerSpec
 
 
 class Alias(Translator):
@@ -20,5 +21,8 @@ class Alias(Translator):
     def aliases(self, config: dict[str, Any]) -> bool:
         return True
 
-    def check(self, spec) -> None:
+    def check(self, spec: LayerSpec) -> None:
         pass
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        return []  # no neurons of its own, hence no channels

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator
+from pipeline.layers.base import ChannelRules, EdgeChunk, Part, Translator
 from pipeline.layers.remap import SourceMap, pull_edges, row_count
-from pipeline.model import LayerSpec
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec
 
 
 def before_after(value: Any, n: int) -> list[tuple[int, int]]:
@@ -64,6 +64,9 @@ class _Pull(Translator):
 
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
         yield from pull_edges(spec.inputs[0], spec.output, self.source_map(spec), lo, hi, max_edges, Kind.IDENTITY)
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        return [cg.diagonal(spec, spec.inputs[0], 1.0, Kind.IDENTITY)]
 
 
 class ZeroPadding(_Pull):
@@ -146,6 +149,12 @@ class Permute(_Pull):
 
     def expected_shape(self, spec: LayerSpec) -> tuple[int, ...]:
         return tuple(spec.inputs[0].shape[int(d) - 1] for d in spec.config["dims"])
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        dims = list(spec.config.get("dims", []))
+        if dims and dims[-1] != len(dims):
+            cg.refuse(spec, "a Permute that moves the channel axis has no channel-level form")
+        return super().channel_parts(cg, spec)
 
     def source_map(self, spec: LayerSpec) -> SourceMap:
         dims = [int(d) - 1 for d in spec.config["dims"]]

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.layers.base import EdgeChunk, Translator, emit_pairs, full_pair_ids
+from pipeline.layers.base import ChannelRules, EdgeChunk, Part, Translator, emit_pairs, full_pair_ids
 from pipeline.layers.window import Window
-from pipeline.model import LayerSpec
 from pipeline.schema import Kind
+from pipeline.spec import LayerSpec
 
 
 class ConvTranspose(Translator):
@@ -51,6 +51,9 @@ class ConvTranspose(Translator):
         """The kernel as (taps, in_channels, filters)."""
         k = np.asarray(spec.weights["kernel"])
         return np.swapaxes(k.reshape(-1, *k.shape[-2:]), 1, 2)
+
+    def channel_parts(self, cg: ChannelRules, spec: LayerSpec) -> list[Part]:
+        return cg.mixing(spec, self.channel_kernel(spec), 1, Kind.CONV_TRANSPOSE)
 
     def edges(self, spec: LayerSpec, lo: int, hi: int, max_edges: int) -> Iterator[EdgeChunk]:
         src_t, out_t = spec.inputs[0], spec.output

@@ -1,4 +1,4 @@
-"""Save a walked :class:`~pipeline.model.ModelGraph` to a folder and map it back without TensorFlow.
+"""Save a walked :class:`~pipeline.spec.ModelGraph` to a folder and map it back without TensorFlow.
 
 Building a Keras model costs TensorFlow's memory (full VGG16, 138 M weights: 1.6 GB in the child
 after the measures below, 2.56 GB before), and that memory never returns to the system.
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import CnnGraphError, ModelError
-from pipeline.model import ModelGraph, ModelSpec
+from pipeline.spec import ModelGraph, ModelSpec
 
 GRAPH_FILE = "graph.pkl"
 ERROR_FILE = "error.pkl"
@@ -128,11 +128,11 @@ def build_in_child(spec: ModelSpec, folder: str | Path) -> ModelGraph:
     # oneDNN keeps its scratch memory (2x the largest initialiser's output: 0.8 GB for VGG16's fc1)
     # for the life of the process; the child runs no convolutions, and the weights are the same.
     env["TF_ENABLE_ONEDNN_OPTS"] = "0"
-    # Keras shows the progress of an ImageNet download on stderr (pipeline.model._imagenet): let the
+    # Keras shows the progress of an ImageNet download on stderr (pipeline.model_files.build_imagenet): let the
     # user see it; other builds keep stderr for the message of a crash.
     shown = spec.weights == "imagenet"
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.graph_store", str(folder)], stdout=subprocess.PIPE,
+        [sys.executable, "-m", "pipeline.model_store", str(folder)], stdout=subprocess.PIPE,
         stderr=None if shown else subprocess.PIPE, text=True, env=env,
     )
     if (folder / ERROR_FILE).exists():
@@ -172,9 +172,9 @@ def _lean_random(min_size: int = LEAN_RANDOM_MIN_SIZE) -> Iterator[None]:
     The ops, seeds and therefore the values are the same (tested). Keras versions without this
     module layout are left untouched.
     """
-    from pipeline.model import _quiet_tensorflow
+    from pipeline.model_files import quiet_tensorflow
 
-    _quiet_tensorflow()
+    quiet_tensorflow()
     try:
         import tensorflow as tf
         from keras.src import backend

@@ -1,6 +1,6 @@
 """Executors: who runs the extract stage's independent tasks (layer x block of rows).
 
-Every executor runs the same :func:`pipeline.extract.run_task` on the same tasks, and each task
+Every executor runs the same :func:`pipeline.extract.tasks.run_task` on the same tasks, and each task
 writes one file whose name and bytes depend only on the task; so the output (files, checksums)
 is the same whatever runs it and however many workers it has.
 
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import UsageError
 from pipeline.layers.base import Task
-from pipeline.model import ModelGraph
+from pipeline.spec import ModelGraph
 from pipeline.storage import DASK_EXTRA, RemotePath
 
 EXECUTORS = ("local", "dask")
@@ -50,7 +50,7 @@ class LocalExecutor:
         self.workers = default_workers() if workers is None else max(1, int(workers))
 
     def run(self, graph: ModelGraph, tasks: list[Task], out: Path | RemotePath | None, max_edges: int) -> Iterator[Any]:
-        from pipeline.extract import run_task
+        from pipeline.extract.tasks import run_task
 
         if self.workers <= 1 or len(tasks) <= 1:
             for task in tasks:
@@ -59,7 +59,7 @@ class LocalExecutor:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        from pipeline.graph_store import save_graph, without_weights
+        from pipeline.model_store import save_graph, without_weights
 
         ctx = multiprocessing.get_context("spawn")
         with ExitStack() as stack:
@@ -86,13 +86,13 @@ _WORKER_GRAPH: ModelGraph | None = None
 def _init_worker(graph: ModelGraph, weights_dir: str) -> None:
     """Receive the graph without weights; map the weights from .npy files (shared page cache)."""
     global _WORKER_GRAPH
-    from pipeline.graph_store import load_weights
+    from pipeline.model_store import load_weights
 
     _WORKER_GRAPH = load_weights(graph, weights_dir)
 
 
 def _run_in_worker(task: Task, out: Path | RemotePath | None, max_edges: int):
-    from pipeline.extract import run_task
+    from pipeline.extract.tasks import run_task
 
     assert _WORKER_GRAPH is not None
     return run_task(_WORKER_GRAPH, task, out, max_edges)
@@ -124,7 +124,7 @@ class DaskExecutor:
     def run(self, graph: ModelGraph, tasks: list[Task], out: Path | RemotePath | None, max_edges: int) -> Iterator[Any]:
         import distributed
 
-        from pipeline.extract import run_task
+        from pipeline.extract.tasks import run_task
 
         if isinstance(out, Path):
             out = out.resolve()  # workers may run elsewhere: an absolute path on shared storage
@@ -151,7 +151,7 @@ def _one_layer(graph: ModelGraph, index: int) -> ModelGraph:
     """The graph with only layer index's weights, as plain arrays (memory maps do not travel)."""
     import numpy as np
 
-    from pipeline.graph_store import without_weights
+    from pipeline.model_store import without_weights
 
     light = without_weights(graph)
     spec = copy.copy(graph.layers[index])
