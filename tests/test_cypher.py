@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline import schema
-from pipeline.neo4j import graph, loader
+from pipeline.neo4j import db, loader
 from tests.test_neo4j_load import ext_edges, ext_nodes, extract_tiny
 
 CYPHER = Path(__file__).resolve().parents[1] / "cypher"
@@ -42,7 +42,7 @@ def loaded(neo4j_conn, tmp_path_factory):
 
 
 def test_schema_file_is_what_the_loader_applies():
-    assert tuple(statements(CYPHER / "schema.cypher")) == graph.SCHEMA_STATEMENTS
+    assert tuple(statements(CYPHER / "schema.cypher")) == db.SCHEMA_STATEMENTS
 
 
 def test_every_query_file_is_tested_and_documented():

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import errors, schema
-from pipeline.neo4j import graph, loader
+from pipeline.neo4j import common, db, loader, online
 from pipeline.neo4j.server import Connection, ManagedServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,8 +158,20 @@ def assert_round_trip(driver, dir: Path, model: str) -> None:
         la["name"]: (la["type"], la["index"], la["params"], sorted(la["inbound"]))
         for la in manifest["layers"]
     }
-    info = graph.model_info(driver, model)
+    info = db.model_info(driver, model)
     assert info["status"] == "complete" and info["edges"] == manifest["edges"]
+    assert_layer_ranges(driver, dir, model)
+
+
+def assert_layer_ranges(driver, dir: Path, model: str) -> None:
+    """Every ``:Layer`` holds its id range (``id_start``, ``id_stop``: ints) as in the manifest,
+    whichever loader wrote it (online, bulk, --after-import)."""
+    manifest = json.loads((dir / schema.MANIFEST).read_text())
+    records, _, _ = driver.execute_query(
+        "MATCH (l:Layer {model: $m}) RETURN l.name AS name, l.id_start AS start, l.id_stop AS stop", m=model)
+    got = {r["name"]: (r["start"], r["stop"]) for r in records}
+    assert got == {la["name"]: (la["id_start"], la["id_stop"]) for la in manifest["layers"]}
+    assert all(isinstance(v, int) for pair in got.values() for v in pair)
 
 
 def duplicate_relationships(driver, model: str) -> int:
@@ -261,15 +273,15 @@ def test_online_round_trip_coexist_and_drop(neo4j_conn, neo4j_driver, tiny_dir, 
     assert_round_trip(neo4j_driver, tiny_dir, "onlA")
     assert_round_trip(neo4j_driver, other_dir, "onlB")
     assert_round_trip(neo4j_driver, tiny_dir, "onlC")
-    names = [m["name"] for m in graph.models(neo4j_driver)]
+    names = [m["name"] for m in db.models(neo4j_driver)]
     assert {"onlA", "onlB", "onlC"} <= set(names)
     assert not neo4j_driver.execute_query("MATCH (s:LoadState) RETURN s").records
 
     deleted = loader.drop(neo4j_conn, "onlA")
     assert deleted["nodes"] == 136 + 1 + 5  # neurons, the model, its layers
     assert deleted["relationships"] == 960 + 4  # CONNECTS and FEEDS
-    assert graph.model_info(neo4j_driver, "onlA") is None
-    assert not graph.layer_counts(neo4j_driver, "onlA")
+    assert db.model_info(neo4j_driver, "onlA") is None
+    assert not db.layer_counts(neo4j_driver, "onlA")
     assert_round_trip(neo4j_driver, tiny_dir, "onlC")  # untouched
     assert_round_trip(neo4j_driver, other_dir, "onlB")
     assert loader.drop(neo4j_conn, "onlA") == {"relationships": 0, "nodes": 0}
@@ -286,7 +298,7 @@ def test_online_coarse_granularity_and_export(neo4j_conn, neo4j_driver, coarse_d
 
     loader.load(coarse_dir, "online", "coarseo", replace=True, conn=neo4j_conn)
     assert_round_trip(neo4j_driver, coarse_dir, "coarseo")
-    assert graph.model_info(neo4j_driver, "coarseo")["granularity"] == coarse_dir.name
+    assert db.model_info(neo4j_driver, "coarseo")["granularity"] == coarse_dir.name
     want_n, want_e = ext_nodes(coarse_dir), ext_edges(coarse_dir)
     extra_e = [c for c in schema.EXTRA_EDGE_COLUMNS if c in want_e.columns]
     extra_n = [c for c in schema.EXTRA_NODE_COLUMNS if c in want_n.columns]
@@ -312,7 +324,7 @@ def test_online_coarse_granularity_and_export(neo4j_conn, neo4j_driver, coarse_d
 
 @pytest.mark.parametrize("form", ["key", "id", "distinct"])
 def test_edge_query_forms(neo4j_conn, neo4j_driver, tiny_dir, monkeypatch, form):
-    monkeypatch.setattr(loader, "EDGE_QUERY", form)
+    monkeypatch.setattr(online, "EDGE_QUERY", form)
     loader.load(tiny_dir, "online", "forms", replace=True, conn=neo4j_conn, batch_size=50)
     assert_round_trip(neo4j_driver, tiny_dir, "forms")
     assert duplicate_relationships(neo4j_driver, "forms") == 0
@@ -325,9 +337,9 @@ def test_missing_endpoint_is_not_committed(neo4j_conn, neo4j_driver, tiny_dir):
 
     loader.load(tiny_dir, "online", "gone", replace=True, conn=neo4j_conn)
     manifest = loader.read_manifest(tiny_dir)
-    info = graph.model_info(neo4j_driver, "gone")
+    info = db.model_info(neo4j_driver, "gone")
     owner = (info["load_run"], info["fingerprint"])
-    edges = pq.read_table(tiny_dir / loader._files(tiny_dir, manifest, "edge_files")[0][1])
+    edges = pq.read_table(tiny_dir / common.layer_files(tiny_dir, manifest, "edge_files")[0][1])
     with neo4j_driver.session() as session:
         nids = loader.NeuronIds.fetch(session, manifest, "gone")
         victim = int(edges.column(schema.SOURCE)[0].as_py())
@@ -335,12 +347,12 @@ def test_missing_endpoint_is_not_committed(neo4j_conn, neo4j_driver, tiny_dir):
                                    id=victim)
         neo4j_driver.execute_query("CREATE (:LoadState {model: 'gone', done: [], run: $run})",
                                    run=owner[0])
-        before = graph.layer_counts(neo4j_driver, "gone")
+        before = db.layer_counts(neo4j_driver, "gone")
         for form in ("id", "distinct"):
             query, params = loader.edge_batch(edges, "gone", nids, form)
             with pytest.raises(errors.Neo4jError, match="endpoint is missing"):
-                loader._write_unit(session, "gone", 999, query, params, *owner)
-        assert graph.layer_counts(neo4j_driver, "gone") == before
+                online.write_batch(session, "gone", 999, query, params, *owner)
+        assert db.layer_counts(neo4j_driver, "gone") == before
     loader.drop(neo4j_conn, "gone")
 
 
@@ -362,7 +374,7 @@ def test_mismatch_is_reported(neo4j_conn, neo4j_driver, tiny_dir):
         "MATCH (:Neuron {model: 'mism', layer: 'fc'})<-[r:CONNECTS]-() WITH r LIMIT 3 DELETE r")
     manifest = loader.read_manifest(tiny_dir)
     with pytest.raises(errors.LoadMismatch, match=r"fc: manifest \(4, 48\) database \(4, 45\)"):
-        graph.verify_counts(neo4j_driver, manifest, "mism")
+        db.verify_counts(neo4j_driver, manifest, "mism")
     loader.drop(neo4j_conn, "mism")
 
 
@@ -421,7 +433,7 @@ def test_server_stopped_mid_load_then_resume(neo4j_conn, neo4j_driver, tiny_dir,
         pytest.fail("this test stops the server: run it against the managed server")
     loader.drop(neo4j_conn, "stopped")
     server = ManagedServer()
-    real = loader._write_unit
+    real = online.write_batch
     calls = [0]
 
     def write_then_stop(session, model, unit, query, params, *owner):
@@ -430,13 +442,13 @@ def test_server_stopped_mid_load_then_resume(neo4j_conn, neo4j_driver, tiny_dir,
             server.stop()
         return real(session, model, unit, query, params, *owner)
 
-    monkeypatch.setattr(loader, "_write_unit", write_then_stop)
+    monkeypatch.setattr(online, "write_batch", write_then_stop)
     try:
         with pytest.raises(errors.Neo4jUnavailable, match="rerun the same command to resume"):
             loader.load(tiny_dir, "online", "stopped", conn=neo4j_conn, batch_size=40,
                         retry_time=3)
     finally:
-        monkeypatch.setattr(loader, "_write_unit", real)
+        monkeypatch.setattr(online, "write_batch", real)
         server.start()
     result = loader.load(tiny_dir, "online", "stopped", conn=neo4j_conn, batch_size=40)
     assert result.batches_skipped == 3

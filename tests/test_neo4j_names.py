@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline import errors, schema
-from pipeline.neo4j import bulk, graph, loader
+from pipeline.neo4j import bulk, db, loader
 from pipeline.neo4j.server import ManagedServer, driver
 from tests.test_neo4j_load import MANAGED, assert_round_trip, duplicate_relationships
 
@@ -52,7 +52,7 @@ def assert_names(drv, dir: Path, model: str) -> None:
                                       m=model)
     assert [r["name"] for r in records][1:] == NAMES
     manifest = json.loads((dir / schema.MANIFEST).read_text())
-    assert graph.verify_counts(drv, manifest, model)
+    assert db.verify_counts(drv, manifest, model)
 
 
 def test_csv_quoting_is_decided_per_part():
@@ -88,7 +88,7 @@ def test_online_names(neo4j_conn, neo4j_driver, names_dir):
     assert_names(neo4j_driver, names_dir, "nameso")
     assert loader.load(names_dir, "online", "nameso", conn=neo4j_conn).skipped
     loader.drop(neo4j_conn, "nameso")
-    assert not graph.layer_counts(neo4j_driver, "nameso")
+    assert not db.layer_counts(neo4j_driver, "nameso")
 
 
 def test_import_script_names(neo4j_conn, names_dir, tmp_path):
@@ -121,7 +121,7 @@ def test_import_script_names(neo4j_conn, names_dir, tmp_path):
 @pytest.mark.parametrize("name", ["abc\n", "abc\r\n", "a" * 64 + "\n", "\nabc"])
 def test_names_match_in_full(name):
     with pytest.raises(errors.UsageError, match="invalid model name"):
-        graph.validate_name(name)
+        db.validate_name(name)
     with pytest.raises(errors.UsageError, match="invalid layer type label"):
-        graph.neuron_labels(name)
-    assert graph.validate_name(name.strip()[:64]) == name.strip()[:64]
+        db.neuron_labels(name)
+    assert db.validate_name(name.strip()[:64]) == name.strip()[:64]

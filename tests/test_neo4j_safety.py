@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import errors, schema
-from pipeline.neo4j import bulk, graph, loader
+from pipeline.neo4j import bulk, common, db, loader, online
 from tests.test_neo4j_load import MANAGED, ROOT, assert_round_trip, duplicate_relationships, extract_tiny
 
 
@@ -73,13 +73,13 @@ def test_interrupted_drop_is_refused_then_finished(neo4j_conn, neo4j_driver, tin
         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert graph.model_state(neo4j_driver, "dropk") == graph.DROPPING
-    left = graph.layer_counts(neo4j_driver, "dropk")
+    assert db.model_state(neo4j_driver, "dropk") == db.DROPPING
+    left = db.layer_counts(neo4j_driver, "dropk")
     assert left["conv"] == (48, 0) and 0 < sum(e for _, e in left.values()) < 960  # part-way
 
     message = "model 'dropk' is being dropped; run `cnngraph drop dropk` to finish"
     with pytest.raises(errors.UsageError, match=re.escape(message)):
-        graph.require_usable(neo4j_driver, "dropk")
+        db.require_usable(neo4j_driver, "dropk")
     with pytest.raises(errors.CnnGraphError, match="dropp"):  # export never reads a part-dropped model
         to_networkx("neo4j:dropk", conn=neo4j_conn)
     with pytest.raises(errors.UsageError, match=re.escape(message)):
@@ -88,15 +88,15 @@ def test_interrupted_drop_is_refused_then_finished(neo4j_conn, neo4j_driver, tin
         bulk.after_import(tiny_dir, "dropk", conn=neo4j_conn)
     result = cli_env.invoke(cli, ["load", str(tiny_dir), "--mode", "online", "--model-name", "dropk", "-s"])
     assert result.exit_code == 1 and result.output.strip() == f"Error: {message}"
-    assert graph.layer_counts(neo4j_driver, "dropk") == left  # the refusals wrote nothing
+    assert db.layer_counts(neo4j_driver, "dropk") == left  # the refusals wrote nothing
 
     result = cli_env.invoke(cli, ["drop", "dropk", "-s"])
     assert result.exit_code == 0, result.output
-    assert graph.model_info(neo4j_driver, "dropk") is None and not graph.layer_counts(neo4j_driver, "dropk")
+    assert db.model_info(neo4j_driver, "dropk") is None and not db.layer_counts(neo4j_driver, "dropk")
     assert not neo4j_driver.execute_query("MATCH (n {model: 'dropk'}) RETURN n LIMIT 1").records
     with pytest.raises(errors.UsageError, match="no model 'dropk'.*keepk"):
-        graph.require_usable(neo4j_driver, "dropk")
-    assert graph.require_usable(neo4j_driver, "keepk")["status"] == graph.COMPLETE
+        db.require_usable(neo4j_driver, "dropk")
+    assert db.require_usable(neo4j_driver, "keepk")["status"] == db.COMPLETE
     assert_round_trip(neo4j_driver, other_dir, "keepk")  # untouched
     # The name is free again: a load after the finished drop works.
     loader.load(tiny_dir, "online", "dropk", conn=neo4j_conn)
@@ -132,7 +132,7 @@ def test_online_load_stops_when_its_model_is_replaced(neo4j_conn, neo4j_driver, 
     name = "racem"
     loader.drop(neo4j_conn, name)
     new_dir = {"same": tiny_dir, "other": other_dir}.get(new)
-    real = loader._write_unit
+    real = online.write_batch
     first: list = []
     calls = {"old": 0, "new": 0}
 
@@ -153,12 +153,12 @@ def test_online_load_stops_when_its_model_is_replaced(neo4j_conn, neo4j_driver, 
                 raise Crash
         return real(session, model, unit, query, params, *owner)
 
-    monkeypatch.setattr(loader, "_write_unit", hook)
+    monkeypatch.setattr(online, "write_batch", hook)
     with pytest.raises(errors.Neo4jError, match=f"model '{name}' was dropped or replaced .* stopped before batch"):
         loader.load(tiny_dir, "online", name, conn=neo4j_conn, batch_size=40)
-    monkeypatch.setattr(loader, "_write_unit", real)
+    monkeypatch.setattr(online, "write_batch", real)
     if new_dir is None:
-        assert graph.model_info(neo4j_driver, name) is None and not graph.layer_counts(neo4j_driver, name)
+        assert db.model_info(neo4j_driver, name) is None and not db.layer_counts(neo4j_driver, name)
         return
     if crash_after is not None:  # the replacement resumes from its own checkpoint alone
         records, _, _ = neo4j_driver.execute_query(
@@ -183,18 +183,18 @@ def test_damaged_file_is_refused_before_anything_is_written(neo4j_conn, neo4j_dr
     bad = tmp_path / "bad"
     shutil.copytree(tiny_dir, bad)
     manifest = loader.read_manifest(bad)
-    part = loader._files(bad, manifest, "edge_files")[1][1]
+    part = common.layer_files(bad, manifest, "edge_files")[1][1]
     part.write_bytes(part.read_bytes()[: part.stat().st_size // 2])  # truncated
     loader.load(tiny_dir, "online", "keepd", replace=True, conn=neo4j_conn)  # must survive a bulk --replace
-    before = graph.database_summary(neo4j_driver)
+    before = db.database_summary(neo4j_driver)
     for args in (["--mode", "online"], ["--replace"], ["--files-only", str(tmp_path / "imp")]):
         result = cli_env.invoke(cli, ["load", str(bad), "--model-name", "damaged", *args, "-s"])
         assert result.exit_code == 1, result.output
         (line,) = result.output.strip().splitlines()
         assert line.startswith(f"Error: {part} has changed since it was written"), line
         assert "--no-check" in line
-    assert graph.database_summary(neo4j_driver) == before
-    assert graph.model_info(neo4j_driver, "damaged") is None and not (tmp_path / "imp").exists()
+    assert db.database_summary(neo4j_driver) == before
+    assert db.model_info(neo4j_driver, "damaged") is None and not (tmp_path / "imp").exists()
     os.remove(part)
     result = cli_env.invoke(cli, ["load", str(bad), "--mode", "online", "--model-name", "damaged", "-s"])
     assert result.exit_code == 1 and result.output.strip() == f"Error: {part} is missing: the extraction " \

@@ -4,7 +4,7 @@ The import replaces the managed server's whole ``neo4j`` database, so it refuses
 database holding anything unless ``replace=True``. Neurons get their labels from
 ``--nodes=Neuron:<Type>=...`` per layer, so no label column is written; ``:Model``/``:Layer``/
 ``FEEDS`` (a few nodes) are written over Bolt after the import, with the same code as the online
-loader.
+loader (:mod:`pipeline.neo4j.db`, :mod:`pipeline.neo4j.common`).
 
 Speed (measured on 2 cores, 17.4 M relationships; docs/graph-model.md):
 
@@ -38,7 +38,19 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipeline import dataset, errors, schema, storage
-from pipeline.neo4j import graph, loader
+from pipeline.neo4j import db, server
+from pipeline.neo4j.common import (
+    INPUT_TYPE,
+    LoadResult,
+    finish,
+    layer_files,
+    layer_type,
+    managed_only,
+    manifest_and_name,
+    open_driver,
+    remove,
+    temp_dir,
+)
 from pipeline.plan import human_bytes, import_file_bytes
 from pipeline.progress import NULL, Progress
 
@@ -188,13 +200,13 @@ def _write_header(table: pa.Table, path: Path) -> None:
 def min_node_id(dir: Path, manifest: dict) -> int:
     """The smallest neuron id of the extraction (the store-id offset of ``--id-type=actual``)."""
     lows = [pc.min(pq.read_table(path, columns=[schema.ID]).column(schema.ID)).as_py()
-            for _, path in loader._files(dir, manifest, "node_files")]
+            for _, path in layer_files(dir, manifest, "node_files")]
     lows = [v for v in lows if v is not None]
     return min(lows) if lows else 0
 
 
 def write_import_files(dir: Path, manifest: dict, model: str, out: Path,
-                       input_type: str = loader.INPUT_TYPE, progress: Progress = NULL,
+                       input_type: str = INPUT_TYPE, progress: Progress = NULL,
                        workers: int = WRITERS) -> list[str]:
     """Write the importer's input under ``out``; return the ``--nodes``/``--relationships`` args
     (and ``--multiline-fields`` when a text field holds a line break).
@@ -217,16 +229,16 @@ def write_import_files(dir: Path, manifest: dict, model: str, out: Path,
                 parts += [(dir / rel, g) for g in range(pf.num_row_groups)]
             if parts:
                 if kind == "nodes":
-                    graph.neuron_labels(la["type"])  # validated before it reaches an argument
+                    db.neuron_labels(la["type"])  # validated before it reaches an argument
                 groups.append((kind, la["type"], out / f"{kind}-{la['index']:04d}", parts))
 
     def convert(kind: str, src: Path, g: int) -> pa.Table:
         table = pq.ParquetFile(src).read_row_group(g)
         if kind == "nodes":
-            label = loader._layer_type(table)
-            if label != layer_type[src]:
+            label = layer_type(table)
+            if label != expected_type[src]:
                 raise errors.OutputError(f"{src} holds {label} neurons, the manifest says "
-                                         f"{layer_type[src]}")
+                                         f"{expected_type[src]}")
             return node_import_table(table, model, typed, base)
         return edge_import_table(table, typed, base)
 
@@ -236,7 +248,7 @@ def write_import_files(dir: Path, manifest: dict, model: str, out: Path,
             _write_header(table, folder / "header.csv")
         return table.num_rows, _write_part(table, folder / f"part-{k:05d}{suffix}", input_type)
 
-    layer_type = {src: t for kind, t, _, parts in groups for src, _ in parts}
+    expected_type = {src: t for kind, t, _, parts in groups for src, _ in parts}
     args: list[str] = []
     total = int(manifest["nodes"]) + int(manifest["edges"])
     progress.start(total, "row", "write import files")
@@ -281,12 +293,10 @@ def import_options(input_type: str) -> list[str]:
 
 
 def load_bulk(dir: Path, manifest: dict, name: str, replace: bool = False,
-              progress: Progress = NULL, *, conn=None, input_type: str = loader.INPUT_TYPE,
-              work_dir=None) -> loader.LoadResult:
+              progress: Progress = NULL, *, conn: server.Connection | None = None,
+              input_type: str = INPUT_TYPE, work_dir: str | Path | None = None) -> LoadResult:
     """The bulk loader (see :func:`pipeline.neo4j.loader.load`)."""
-    from pipeline.neo4j import server
-
-    loader.managed_only()
+    managed_only()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     managed = server.ManagedServer()
@@ -294,8 +304,8 @@ def load_bulk(dir: Path, manifest: dict, name: str, replace: bool = False,
         conn = server.connection(progress=progress)
     driver = server.driver(conn, notifications_min_severity="OFF")
     try:
-        with graph.translate(conn.uri, "the check before a bulk import"):
-            nodes, models = graph.database_summary(driver)
+        with db.translate(conn.uri, "the check before a bulk import"):
+            nodes, models = db.database_summary(driver)
     finally:
         driver.close()
     if nodes and not replace:
@@ -306,7 +316,7 @@ def load_bulk(dir: Path, manifest: dict, name: str, replace: bool = False,
         )
     timings["check"] = time.perf_counter() - t0
 
-    out = loader.temp_dir(work_dir)
+    out = temp_dir(work_dir)
     try:
         t1 = time.perf_counter()
         with errors.disk_full_as(out, "writing import files", "they were removed and the database is "
@@ -320,26 +330,27 @@ def load_bulk(dir: Path, manifest: dict, name: str, replace: bool = False,
                              store_bytes=server.store_bytes(int(manifest["nodes"]), int(manifest["edges"])))
         timings["import"] = time.perf_counter() - t2
     finally:
-        loader.remove(out)
+        remove(out)
     timings.update(complete_import(manifest, name, server.connection(progress=progress)))
     return _result(manifest, name, t0, timings)
 
 
-def _result(manifest: dict, name: str, t0: float, timings: dict[str, float]) -> loader.LoadResult:
-    return loader.LoadResult(name, "bulk", int(manifest["nodes"]), int(manifest["edges"]),
-                             len(manifest["layers"]), time.perf_counter() - t0, timings)
+def _result(manifest: dict, name: str, t0: float, timings: dict[str, float]) -> LoadResult:
+    return LoadResult(name, "bulk", int(manifest["nodes"]), int(manifest["edges"]),
+                      len(manifest["layers"]), time.perf_counter() - t0, timings)
 
 
-def complete_import(manifest: dict, name: str, conn=None, progress: Progress = NULL) -> dict[str, float]:
+def complete_import(manifest: dict, name: str, conn: server.Connection | None = None,
+                    progress: Progress = NULL) -> dict[str, float]:
     """After ``neo4j-admin import``: schema, ``:Model``/``:Layer`` nodes, then the count check.
 
     Raises UsageError when the database holds none of the model's neurons (the import has not
     run), LoadMismatch when its counts differ from the manifest. Returns timings.
     """
-    conn, driver = loader.open_driver(conn, progress)
+    conn, driver = open_driver(conn, progress)
     timings: dict[str, float] = {}
     try:
-        with graph.translate(conn.uri, f"bulk load of {name!r}"):
+        with db.translate(conn.uri, f"bulk load of {name!r}"):
             found, _, _ = driver.execute_query(
                 "RETURN EXISTS { MATCH (:Neuron {model: $name}) } AS found", name=name)
             if not found[0]["found"]:
@@ -349,11 +360,11 @@ def complete_import(manifest: dict, name: str, conn=None, progress: Progress = N
                     "start it, then run this again"
                 )
             t0 = time.perf_counter()
-            graph.apply_schema(driver)
-            graph.write_model(driver, manifest, name, "bulk", "loading")
+            db.apply_schema(driver)
+            db.write_model(driver, manifest, name, "bulk", "loading")
             timings["schema"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            loader.finish(driver, manifest, name, "bulk", conn.uri)
+            finish(driver, manifest, name, "bulk", conn.uri)
             timings["verify"] = time.perf_counter() - t1
     finally:
         driver.close()
@@ -361,10 +372,10 @@ def complete_import(manifest: dict, name: str, conn=None, progress: Progress = N
 
 
 def after_import(dir: str | Path, model_name: str | None = None, progress: Progress = NULL,
-                 conn=None) -> loader.LoadResult:
+                 conn: server.Connection | None = None) -> LoadResult:
     """Finish a bulk load whose import files (:func:`write_server_files`) were imported elsewhere."""
     t0 = time.perf_counter()
-    manifest, name = loader.manifest_and_name(dir, model_name)
+    manifest, name = manifest_and_name(dir, model_name)
     return _result(manifest, name, t0, complete_import(manifest, name, conn, progress))
 
 
@@ -419,7 +430,7 @@ def write_server_files(dir: str | Path, out: str | Path, model_name: str | None 
     if input_type not in ("csv", "csv.gz"):
         raise errors.UsageError(f"import files for another server are csv or csv.gz, not {input_type!r}")
     dir, out = Path(dir), Path(out).resolve()
-    manifest, name = loader.manifest_and_name(dir, model_name)
+    manifest, name = manifest_and_name(dir, model_name)
     if check:
         dataset.check_files(dir, manifest, progress)
     usable_folder(out)

@@ -38,12 +38,12 @@ def query_text(query_or_file: str) -> str:
 def run_query(query_or_file: str, params: dict[str, Any], conn=None, limit: int | None = None,
               progress: Progress = NULL) -> tuple[list[str], list[list[Any]]]:
     """(column names, rows) of a query; values reach the server only as parameters."""
-    from pipeline.neo4j import graph, server
+    from pipeline.neo4j import db, server
 
     conn = conn or server.connection(progress)
     driver = server.driver(conn)
     try:
-        with graph.translate(conn.uri, "the query"):
+        with db.translate(conn.uri, "the query"):
             with driver.session() as session:
                 result = session.run(query_text(query_or_file), params)
                 keys = list(result.keys())

@@ -1,14 +1,17 @@
-"""The Neo4j graph model of an extracted network, shared by both loaders.
+"""The Neo4j graph model of an extracted network, shared by both loaders (was ``graph.py``).
 
 ::
 
     (:Model {name, source, input_shape, include_top, weights, granularity, nodes, edges,
              status, mode, fingerprint, load_run})
-    (:Layer {model, name, type, index, output_shape, params, config, activation, nodes, edges})
+    (:Layer {model, name, type, index, output_shape, params, config, activation, nodes, edges,
+             id_start, id_stop})
     (:Layer)-[:FEEDS]->(:Layer)
     (:Neuron:<LayerType> {model, id, layer, d, h, w, c, bias, activation})   e.g. :Neuron:Conv2D
     (:Neuron)-[:CONNECTS {weight, kind}]->(:Neuron)
 
+``Layer.id_start``/``id_stop`` are the layer's output tensor ids ``[id_start, id_stop)`` from the
+manifest (an aliasing layer holds its input's range), so a reader needs no scan of the neurons.
 Position properties absent from a tensor (-1 in the node table) are not stored (null in Cypher).
 Several models share one database: every node carries ``model`` and the keys are
 ``(model, id)`` for neurons and ``(model, name)`` for layers. Names that Cypher cannot take as
@@ -127,6 +130,11 @@ def _shape(shape: Any) -> list[int]:
     return [-1 if v is None else int(v) for v in (shape or [])]
 
 
+def _id(value: Any) -> int | None:
+    # A manifest without the range (none written today) leaves the properties unset (null).
+    return None if value is None else int(value)
+
+
 def model_props(manifest: dict, mode: str, status: str) -> dict[str, Any]:
     """The ``:Model`` node's properties (besides ``name`` and ``load_run``) for an extraction."""
     info = manifest.get("model", {})
@@ -169,6 +177,8 @@ def write_model(driver: neo4j.Driver, manifest: dict, name: str, mode: str, stat
             "activation": str(la.get("activation") or ""),
             "nodes": int(la["nodes"]),
             "edges": int(la["edges"]),
+            "id_start": _id(la.get("id_start")),
+            "id_stop": _id(la.get("id_stop")),
         }
         for la in manifest["layers"]
     ]
