@@ -339,3 +339,54 @@ def test_neo4j_cypher(tiny, loaded, neo4j_conn):
     assert edge_map(G) == frame_map(want) and len(want) > 0
     with pytest.raises(export.UsageError, match="no model 'missing'"):
         export.to_networkx("neo4j:missing", conn=neo4j_conn)
+
+
+def _spy_queries(monkeypatch) -> list[str]:
+    """The queries Neo4j sources run from now on."""
+    from pipeline.export import neo4j_source
+
+    seen: list[str] = []
+    query = neo4j_source.Neo4jSource._query
+
+    def spy(self, text, **params):
+        seen.append(text)
+        return query(self, text, **params)
+
+    monkeypatch.setattr(neo4j_source.Neo4jSource, "_query", spy)
+    return seen
+
+
+def test_neo4j_layer_ranges_read_from_layer_nodes(tiny, loaded, neo4j_conn, monkeypatch):
+    """A model loaded now carries each layer's id range on its :Layer node: the source takes them
+    from there (the same ranges as the model's) and never scans the neurons."""
+    from pipeline.export.neo4j_source import NEURON_SCAN
+
+    seen = _spy_queries(monkeypatch)
+    with export.Neo4jSource(loaded.removeprefix("neo4j:"), neo4j_conn) as src:
+        got = [(la.name, la.offset, la.stop, la.inputs) for la in src.layers]
+    assert seen and NEURON_SCAN not in seen
+    assert got == [(la.name, la.offset, la.stop, la.inputs) for la in export.ModelSource(tiny[0]).layers]
+    seen.clear()
+    G = export.to_networkx(loaded, conn=neo4j_conn, upstream_of="out:1", depth=2)
+    assert edge_map(G) == edge_map(export.to_networkx(tiny[0], upstream_of="out:1", depth=2))
+    assert NEURON_SCAN not in seen
+
+
+def test_neo4j_model_loaded_without_layer_ranges(tiny, folder, neo4j_conn, neo4j_driver, monkeypatch):
+    """A model loaded by an older cnngraph has no id_start/id_stop on its :Layer nodes: the ranges
+    are recomputed from the neurons and the export gives the same graph."""
+    from pipeline.export.neo4j_source import NEURON_SCAN
+    from pipeline.neo4j import loader
+
+    loader.load(folder, mode="online", model_name="export_old", replace=True, conn=neo4j_conn)
+    try:
+        neo4j_driver.execute_query("MATCH (l:Layer {model: 'export_old'}) REMOVE l.id_start, l.id_stop")
+        seen = _spy_queries(monkeypatch)
+        for selection in ({}, {"layers": "c2:d1", "top_k_in": 3}, {"upstream_of": "out:1", "depth": 2},
+                          {"downstream_of": "image:4,4,1", "depth": 3}):
+            want = export.to_networkx(tiny[0], **selection)
+            G = export.to_networkx("neo4j:export_old", conn=neo4j_conn, **selection)
+            assert edge_map(G) == edge_map(want) and set(G.nodes) == set(want.nodes)
+        assert NEURON_SCAN in seen
+    finally:
+        loader.drop(neo4j_conn, "export_old")
