@@ -23,11 +23,11 @@ echo "== 4. Extract block 5 (12.6 M edges) and bulk-load it into Neo4j; counts a
 cnngraph run "${MODEL[@]}" --layers block5_conv1:block5_pool --out "$OUT/vgg16-32-block5" \
     --mode bulk --replace --model-name vgg16_block5
 echo
-echo "== 5. A Cypher query from cypher/: the layer summary"
-cnngraph cypher cypher/layer_summary.cypher -p model=vgg16_block5
+echo "== 5. A shipped Cypher query (cypher/layer_summary.cypher, by its name): the layer summary"
+cnngraph cypher layer_summary -p model=vgg16_block5
 echo
 echo "== 6. Export the upstream cone of one block5_pool neuron from Neo4j to GraphML"
-cnngraph export neo4j:vgg16_block5 --upstream-of block5_pool:0,0,7 --depth 3 --top-k-in 16 --out "$OUT/cone.graphml"
+cnngraph export neo4j:vgg16_block5 --upstream-of block5_pool:0,0,7 --depth 3 --top-k-in 16 --out "$OUT/cone.graphml" --overwrite
 echo
 echo "== 7. The README's NetworkX analysis (straight from the model, no database)"
 python - <<'PY'

@@ -274,3 +274,16 @@ def test_every_command_has_help():
         assert command.help, f"command {name} has no help text"
         res = run(name, "--help")
         assert res.exit_code == 0, name
+
+
+def test_shipped_queries_by_name():
+    from importlib import resources
+
+    from pipeline.cli.cypher import resolve_query, shipped_queries
+
+    folder = resources.files("pipeline").joinpath("cypher")
+    files = {p.name.removesuffix(".cypher") for p in folder.iterdir() if p.name.endswith(".cypher")}
+    assert set(shipped_queries()) == files - {"schema"} and "layer_summary" in files
+    assert resolve_query("layer_summary") == folder.joinpath("layer_summary.cypher").read_text()
+    for text in ("RETURN 1", "nosuchquery", "cypher/layer_summary.cypher", "schema"):
+        assert resolve_query(text) == text

@@ -58,6 +58,8 @@ def test_run_then_query(env, small_model, tmp_path):
     assert by_type["Conv2D"][header.index("edges")] == str(169 * 6)
     assert by_type["AveragePooling2D"][header.index("edges")] == "75"
     assert by_type["Dense"][header.index("edges")] == "54"
+    by_name = runner.invoke(cli, ["cypher", "layer_summary", "-p", "model=clirun"])  # the shipped query
+    assert by_name.exit_code == 0 and by_name.output == res.output
 
     res = runner.invoke(cli, ["cypher", "MATCH (n:Neuron {model: $model}) RETURN count(n) AS n", "-p", "model=clirun"])
     assert res.exit_code == 0 and res.output.split() == ["n", "154"]

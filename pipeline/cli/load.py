@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.plan import human_bytes
-from pipeline.progress import TqdmProgress
+from pipeline.cli.options import progress_bar, silent_option
 
 
 @click.command("load")
@@ -30,17 +29,19 @@ from pipeline.progress import TqdmProgress
 @click.option("--no-check", "check", is_flag=True, flag_value=False, default=True,
               help="Do not check the extraction's files against the sha256 sums in its manifest first "
                    "(saves reading them once; a damaged file then fails mid-load).")
-@click.option("-s", "--silent", is_flag=True, help="No progress bar.")
-def load_command(dir, mode, model_name, replace, batch_size, files_only, after_import, input_type, check,
-                 silent):
+@silent_option
+def load_command(dir: str, mode: str, model_name: str | None, replace: bool, batch_size: int | None,
+                 files_only: str | None, after_import: bool, input_type: str | None, check: bool,
+                 silent: bool) -> None:
     """Load the extraction folder DIR into Neo4j and check the counts."""
     from pipeline.neo4j import bulk, loader
+    from pipeline.plan import human_bytes
 
     if (files_only or after_import) and mode != "bulk":
         raise click.UsageError("--files-only and --after-import belong to --mode bulk")
     if files_only and after_import:
         raise click.UsageError("--files-only and --after-import are two steps: run them one after the other")
-    progress = TqdmProgress(disable=silent)
+    progress = progress_bar(silent)
     kwargs = {"batch_size": batch_size} if batch_size else {}
     try:
         if files_only:
@@ -80,12 +81,12 @@ def load_command(dir, mode, model_name, replace, batch_size, files_only, after_i
 
 @click.command("drop")
 @click.argument("name")
-@click.option("-s", "--silent", is_flag=True, help="No progress bar.")
-def drop_command(name, silent):
+@silent_option
+def drop_command(name: str, silent: bool) -> None:
     """Remove model NAME (neurons, relationships, layers) from Neo4j in batches."""
     from pipeline.neo4j import loader
 
-    progress = TqdmProgress(disable=silent)
+    progress = progress_bar(silent)
     try:
         deleted = loader.drop(None, name, progress=progress)
     finally:

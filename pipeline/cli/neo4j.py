@@ -1,11 +1,12 @@
-"""`cnngraph neo4j start|stop|status|env`: the managed local Neo4j server (thin over server.py)."""
+"""``cnngraph neo4j start|stop|status|env``: the managed local Neo4j server (thin over :mod:`pipeline.neo4j.server`)."""
 
 from __future__ import annotations
 
 import click
 
+from pipeline.cli.options import progress_bar
 from pipeline.neo4j.server import PORT_ENV, ManagedServer
-from pipeline.progress import NULL, TqdmProgress
+from pipeline.progress import NULL
 
 
 @click.group("neo4j")
@@ -24,7 +25,7 @@ def neo4j_group() -> None:
 def start(port: int | None, silent: bool) -> None:
     """Start the server in the background (downloading it on first use)."""
     server = ManagedServer(port=port)
-    conn = server.start(NULL if silent else TqdmProgress())
+    conn = server.start(NULL if silent else progress_bar())
     if not silent:
         click.echo(f"Neo4j {server.version} is running at {conn.uri} (pid {server.pid()}); "
                    f"logs in {server.log_path.parent}")

@@ -1,5 +1,5 @@
 // cnngraph schema: constraints and indexes (Neo4j 5.26 Community).
-// The loaders apply exactly these statements (pipeline/neo4j/graph.py reads this file's
+// The loaders apply exactly these statements (pipeline/neo4j/db.py reads this file's
 // statements from SCHEMA_STATEMENTS; tests check both agree). Run them once in Neo4j Browser
 // to prepare an empty database by hand. Every statement is idempotent (IF NOT EXISTS).
 // Community has no NODE KEY constraints; a composite uniqueness constraint gives the same

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import click
 
+from pipeline.cli.options import model_build_options, note_weights, progress_bar, silent_option
+
 
 @click.command("export")
 @click.argument("source")
 @click.option("--out", required=True, type=click.Path(), help="Output file (graphml) or folder (parquet).")
 @click.option("--format", "fmt", type=click.Choice(["graphml", "parquet"]), default="graphml", show_default=True,
               help="Output format.")
-@click.option("--input-shape", default=None, metavar="H,W,C", help="Input shape of a keras.applications model.")
-@click.option("--no-top", is_flag=True, help="Drop the classifier head (include_top=False).")
-@click.option("--weights", default=None, help="'imagenet' or a weights file; default: seeded random weights.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights.")
+@model_build_options
 @click.option("--layers", default=None, metavar="FIRST:LAST", help="Edges into the layers FIRST..LAST (names or indexes).")
 @click.option("--upstream-of", multiple=True, metavar="LAYER:INDEX",
               help="Upstream cone of a neuron (INDEX: h,w,c or a unit number); repeatable.")
@@ -28,9 +27,11 @@ import click
 @click.option("--force", is_flag=True, help="Go ahead even when the selection exceeds the size limit.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing GraphML file at --out (never the source).")
 @click.option("--no-check", is_flag=True, help="Folder sources: skip checking the files against their sha256.")
-@click.option("-s", "--silent", is_flag=True, help="No progress bar.")
-def export_command(source, out, fmt, input_shape, no_top, weights, seed, layers, upstream_of, downstream_of,
-                   depth, min_abs_weight, top_k_in, cypher, force, overwrite, no_check, silent):
+@silent_option
+def export_command(source: str, out: str, fmt: str, input_shape: str | None, no_top: bool, weights: str | None,
+                   seed: int, layers: str | None, upstream_of: tuple[str, ...], downstream_of: tuple[str, ...],
+                   depth: int | None, min_abs_weight: float | None, top_k_in: int | None, cypher: str | None,
+                   force: bool, overwrite: bool, no_check: bool, silent: bool) -> None:
     """Export a subgraph of SOURCE as GraphML or Parquet.
 
     SOURCE is a model (a keras.applications name such as vgg16, or a .keras file; its edges are
@@ -41,18 +42,15 @@ def export_command(source, out, fmt, input_shape, no_top, weights, seed, layers,
     from pathlib import Path
 
     from pipeline import export
-    from pipeline.model import ModelSpec, parse_input_shape, random_weights_note
+    from pipeline.cli.options import model_spec
     from pipeline.plan import human_bytes
-    from pipeline.progress import TqdmProgress
 
-    progress = TqdmProgress(disable=silent)
+    progress = progress_bar(silent)
     try:
         src = source
         if not source.startswith(export.NEO4J_PREFIX) and not Path(source).is_dir():
-            src = ModelSpec(source, parse_input_shape(input_shape), not no_top, weights, seed)
-            note = random_weights_note(src)
-            if note:
-                progress.message(note)
+            src = model_spec(source, input_shape, no_top, weights, seed)
+            note_weights(src, progress)
         elif input_shape or no_top or weights:
             raise click.UsageError("--input-shape, --no-top and --weights apply to model sources only")
         if overwrite and fmt != "graphml":
@@ -69,6 +67,3 @@ def export_command(source, out, fmt, input_shape, no_top, weights, seed, layers,
     size = f" ({human_bytes(result.bytes)})" if result.bytes else ""
     click.echo(f"wrote {result.nodes:,} nodes and {result.edges:,} edges to {result.path}{size} "
                f"in {result.seconds:.1f} s")
-
-
-export = export_command
