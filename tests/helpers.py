@@ -47,8 +47,9 @@ def functional(input_shape: Sequence[int], body: Callable[[Any], Any], seed: int
 def check_model(model, samples: int = 2, seed: int = 0) -> tuple[ModelGraph, Any]:
     """Assert replay equals Keras and plan counts equal generated counts; return (graph, verify result).
 
-    Counts are checked three ways per layer: the analytic plan, ``extract(graph, None)`` (count
-    only) and the raw ``stream_edges`` chunks.
+    Counts are checked per layer against the analytic plan by ``extract(graph, None)`` (count
+    only). Replay generates every edge once more (chunks whose arrays disagree in length would fail
+    there), so the edges are generated twice, not three times.
     """
     graph = walk(model)
     result = verify(model, graph, samples=samples, seed=seed)
@@ -58,14 +59,9 @@ def check_model(model, samples: int = 2, seed: int = 0) -> tuple[ModelGraph, Any
     counted = extract(graph, None)
     assert counted.edges == the_plan.edges and counted.nodes == the_plan.nodes
     by_name = {e["name"]: e for e in counted.manifest["layers"]}
-    streamed: dict[str, int] = {}
-    for spec, chunk in stream_edges(graph):
-        assert len(chunk.source) == len(chunk.target) == len(chunk.weight)
-        streamed[spec.name] = streamed.get(spec.name, 0) + len(chunk)
     for lp in the_plan.layers:
         assert by_name[lp.name]["edges"] == lp.edges, lp.name
         assert by_name[lp.name]["nodes"] == lp.nodes, lp.name
-        assert streamed.get(lp.name, 0) == lp.edges, lp.name
     assert the_plan.nodes == graph.total_neurons
     return graph, result
 

@@ -69,11 +69,19 @@ def test_two_local_workers_write_identical_files(model_file, reference, tmp_path
     assert _same(res.manifest) == _same(reference[1].manifest)
 
 
-def test_dask_local_cluster_writes_identical_files(model_file, reference, tmp_path):
-    from distributed import Client, LocalCluster
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """One real two-worker LocalCluster for the module's Dask tests (starting one costs seconds)."""
+    from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster
+
+
+def test_dask_local_cluster_writes_identical_files(model_file, reference, tmp_path, dask_cluster):
+    from distributed import Client
+
+    with Client(dask_cluster) as client:
         res = extract(model_file[1], f"file://{tmp_path}/dask", task_size=300, max_edges=500,
                       executor=DaskExecutor(client))
         assert len(client.scheduler_info()["workers"]) == 2
@@ -161,12 +169,9 @@ def test_cli_null_format_and_out_required(model_file):
     assert "Error: --out is required (or --format null" in res.output
 
 
-def test_cli_dask_executor(model_file, reference, tmp_path):
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        res = CliRunner().invoke(cli, ["extract", str(model_file[0]), "--out", str(tmp_path / "o"),
-                                       "--executor", "dask", "--scheduler", cluster.scheduler_address])
+def test_cli_dask_executor(model_file, reference, tmp_path, dask_cluster):
+    res = CliRunner().invoke(cli, ["extract", str(model_file[0]), "--out", str(tmp_path / "o"),
+                                   "--executor", "dask", "--scheduler", dask_cluster.scheduler_address])
     assert res.exit_code == 0, res.output
     assert (Path(tmp_path) / "o" / schema.MANIFEST).exists()
 
