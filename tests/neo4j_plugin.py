@@ -162,3 +162,41 @@ def neo4j_driver(neo4j_conn: Connection):
         yield drv
     finally:
         drv.close()
+
+
+# -- helpers for tests that run servers or neo4j-admin of their own ----------------------------------
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def fresh_home(root: Path) -> Path:
+    """A fresh home under ``root`` (as ``$CNNGRAPH_HOME/neo4j``) reusing the test server's jars."""
+    shared = ManagedServer()
+    shared.install()
+    home = root / "neo4j"
+    home.mkdir(parents=True)
+    (home / "lib").symlink_to(shared.lib)
+    return home
+
+
+def run_import_script(script: Path, work: Path) -> None:
+    """Run an ``import.sh`` written by ``load --files-only`` with the managed home's neo4j-admin,
+    the server stopped meanwhile (started again afterwards, whatever happens)."""
+    import subprocess
+
+    managed = ManagedServer()
+    launcher = managed.write_admin_launcher(work / "neo4j-admin")
+    managed.stop()
+    try:
+        done = subprocess.run(["sh", str(script), "--overwrite-destination=true"], capture_output=True,
+                              text=True, env={**os.environ, "NEO4J_ADMIN": str(launcher)}, cwd=work)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    finally:
+        managed.start()

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from pipeline import errors, schema
 from pipeline.neo4j import common, db, loader, online
 from pipeline.neo4j.server import Connection, ManagedServer
+from tests.neo4j_plugin import run_import_script
 
 ROOT = Path(__file__).resolve().parents[1]
 MANAGED = not os.environ.get("NEO4J_URI")
@@ -238,15 +239,7 @@ def test_import_files_for_another_server(neo4j_conn, tiny_dir, tmp_path):
     assert bulk.write_server_files(tiny_dir, files.folder, "srvm").bytes == files.bytes  # rerun: replaced
     if not MANAGED:
         return
-    managed = ManagedServer()
-    launcher = managed.write_admin_launcher(tmp_path / "neo4j-admin")
-    managed.stop()
-    try:
-        done = subprocess.run(["sh", str(files.script), "--overwrite-destination=true"], capture_output=True,
-                              text=True, env={**os.environ, "NEO4J_ADMIN": str(launcher)}, cwd=tmp_path)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    finally:
-        managed.start()
+    run_import_script(files.script, tmp_path)
     result = bulk.after_import(tiny_dir, "srvm", conn=neo4j_conn)
     assert (result.nodes, result.relationships) == (files.nodes, files.relationships) == (136, 960)
     with driver(neo4j_conn) as drv:

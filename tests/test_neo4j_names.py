@@ -4,7 +4,6 @@ files, and comes back unchanged; model names and labels must match the name patt
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -13,7 +12,8 @@ import pytest
 
 from pipeline import errors, schema
 from pipeline.neo4j import bulk, db, loader
-from pipeline.neo4j.server import ManagedServer, driver
+from pipeline.neo4j.server import driver
+from tests.neo4j_plugin import run_import_script
 from tests.test_neo4j_load import MANAGED, assert_round_trip, duplicate_relationships
 
 #: Layer names with the importer's delimiter, its quote, line breaks and shell metacharacters;
@@ -104,15 +104,7 @@ def test_import_script_names(neo4j_conn, names_dir, tmp_path):
     assert dry.returncode == 0, dry.stderr
     if not MANAGED:
         return
-    managed = ManagedServer()
-    launcher = managed.write_admin_launcher(tmp_path / "neo4j-admin")
-    managed.stop()
-    try:
-        done = subprocess.run(["sh", str(files.script), "--overwrite-destination=true"], capture_output=True,
-                              text=True, env={**os.environ, "NEO4J_ADMIN": str(launcher)}, cwd=tmp_path)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    finally:
-        managed.start()
+    run_import_script(files.script, tmp_path)
     bulk.after_import(names_dir, "namesf", conn=neo4j_conn)
     with driver(neo4j_conn) as drv:
         assert_names(drv, names_dir, "namesf")

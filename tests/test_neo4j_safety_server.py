@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -31,26 +30,11 @@ from pipeline.neo4j.server import (
     is_managed_uri,
 )
 from tests import neo4j_plugin
+from tests.neo4j_plugin import free_port, fresh_home
 
 ROOT = Path(__file__).resolve().parents[1]
 CNNGRAPH = str(Path(sys.executable).with_name("cnngraph"))
 SENTINEL = "cnngraph_user_sentinel"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _home(root: Path) -> Path:
-    """A fresh ``$CNNGRAPH_HOME/neo4j`` under ``root`` sharing the test server's jars."""
-    shared = ManagedServer()
-    shared.install()
-    home = root / "neo4j"
-    home.mkdir(parents=True)
-    (home / "lib").symlink_to(shared.lib)
-    return home
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -78,7 +62,7 @@ def test_session_resolves_the_test_server() -> None:
 @pytest.fixture
 def user_server(tmp_path: Path) -> Iterator[ManagedServer]:
     """A managed server standing in for the user's default one, holding a sentinel node."""
-    server = ManagedServer(_home(tmp_path / "user"), port=_free_port())
+    server = ManagedServer(fresh_home(tmp_path / "user"), port=free_port())
     try:
         with driver(server.start()) as drv:
             drv.execute_query(f"CREATE (:{SENTINEL} {{note: 'the user data'}})")
@@ -98,7 +82,7 @@ def test_suite_leaves_the_default_home_untouched(user_server: ManagedServer, tmp
     inner_home = tmp_path / "inner-test-home"
     env = _clean_env(**{
         HOME_ENV: str(user_server.home.parent), PORT_ENV: str(user_server.port),
-        neo4j_plugin.TEST_HOME_ENV: str(inner_home), neo4j_plugin.TEST_PORT_ENV: str(_free_port()),
+        neo4j_plugin.TEST_HOME_ENV: str(inner_home), neo4j_plugin.TEST_PORT_ENV: str(free_port()),
     })
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -141,8 +125,8 @@ def _watch_cmdlines(marker: str, seen: set[bytes], stop: threading.Event) -> Non
 
 
 def test_two_concurrent_first_starts(tmp_path: Path) -> None:
-    home = _home(tmp_path / "conc")
-    env = _clean_env(**{HOME_ENV: str(home.parent), PORT_ENV: str(_free_port())})
+    home = fresh_home(tmp_path / "conc")
+    env = _clean_env(**{HOME_ENV: str(home.parent), PORT_ENV: str(free_port())})
     server = ManagedServer(home, port=int(env[PORT_ENV]))
     seen: set[bytes] = set()
     stop = threading.Event()

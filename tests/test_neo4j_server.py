@@ -18,24 +18,9 @@ from click.testing import CliRunner
 from pipeline.cli import cli
 from pipeline.errors import Neo4jError, Neo4jUnavailable, OutputError
 from pipeline.neo4j.server import PORT_ENV, Connection, ManagedServer, driver
+from tests.neo4j_plugin import free_port, fresh_home
 
 pytest_plugins = ["tests.neo4j_plugin"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _home(root: Path) -> Path:
-    """A fresh home under ``root`` (as ``$CNNGRAPH_HOME/neo4j``) reusing the installed jars."""
-    shared = ManagedServer()
-    shared.install()
-    home = root / "neo4j"
-    home.mkdir(parents=True)
-    (home / "lib").symlink_to(shared.lib)
-    return home
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +30,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(root: Path) -> Iterator[ManagedServer]:
-    srv = ManagedServer(_home(root), port=_free_port())
+    srv = ManagedServer(fresh_home(root), port=free_port())
     try:
         yield srv
     finally:
@@ -114,7 +99,7 @@ def test_port_in_use(root: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        other = ManagedServer(_home(root / "other"), port=port)
+        other = ManagedServer(fresh_home(root / "other"), port=port)
         with pytest.raises(Neo4jError, match=rf"port {port} .*in use.*{PORT_ENV}"):
             other.start()
     assert not other.is_running()
