@@ -34,6 +34,19 @@ def sequential(input_shape: Sequence[int], layers: Sequence[Any], seed: int = 0)
     return model
 
 
+def tiny_cnn(after_pool: Sequence[Any] = (), seed: int = 0):
+    """The suite's tiny CNN: 6x5x2 -> Conv2D(3, 3, same, relu) 'conv' -> MaxPooling2D(2) 'pool'
+    [-> ``after_pool``] -> Flatten 'flat' -> Dense(4) 'fc' (seeded, random biases)."""
+    L = keras().layers
+    return sequential((6, 5, 2), [
+        L.Conv2D(3, 3, padding="same", activation="relu", name="conv"),
+        L.MaxPooling2D(2, name="pool"),
+        *after_pool,
+        L.Flatten(name="flat"),
+        L.Dense(4, name="fc"),
+    ], seed)
+
+
 def functional(input_shape: Sequence[int], body: Callable[[Any], Any], seed: int = 0):
     """A seeded functional model ``keras.Model(inp, body(inp))`` with random biases."""
     k = keras()

@@ -16,7 +16,7 @@ from pipeline.extract import folder as extract_folder
 from pipeline.model import walk
 from pipeline.neo4j import bulk
 from pipeline.sinks import graphml
-from tests.helpers import keras, sequential
+from tests.helpers import keras, tiny_cnn
 
 L = keras().layers
 
@@ -41,12 +41,7 @@ class FullFile:
 
 @pytest.fixture(scope="module")
 def graph():
-    return walk(sequential((6, 5, 2), [
-        L.Conv2D(3, 3, padding="same", activation="relu", name="conv"),
-        L.MaxPooling2D(2, name="pool"),
-        L.Flatten(name="flat"),
-        L.Dense(4, name="fc"),
-    ]))
+    return walk(tiny_cnn())
 
 
 def test_extraction(graph, tmp_path, monkeypatch):

@@ -16,19 +16,14 @@ from pipeline.cli import cli
 from pipeline.extract import extract
 from pipeline.model import walk
 from pipeline.neo4j import bulk
-from tests.helpers import keras, sequential
+from tests.helpers import keras, tiny_cnn
 
 L = keras().layers
 
 
 @pytest.fixture(scope="module")
 def model():
-    return sequential((6, 5, 2), [
-        L.Conv2D(3, 3, padding="same", activation="relu", name="conv"),
-        L.MaxPooling2D(2, name="pool"),
-        L.Flatten(name="flat"),
-        L.Dense(4, name="fc"),
-    ])
+    return tiny_cnn()
 
 
 @pytest.fixture(scope="module")
