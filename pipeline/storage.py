@@ -181,19 +181,34 @@ def write_owner(folder: Path | RemotePath, kind: str) -> str:
     return run
 
 
-def owner(folder: Path | RemotePath) -> dict[str, Any] | None:
-    """The ownership record of ``folder`` when it holds our marker (never through a symlink), else None."""
-    path = folder / OWNER_FILE
+def small_text(path: Path | RemotePath, limit: int = 1 << 16) -> str | None:
+    """A regular file's text when it is at most ``limit`` bytes, else None (missing, a folder, a
+    symlink, too big, not text). Proofs of ownership read files a user may have put there: they
+    never follow a link or read a large file."""
     try:
         if isinstance(path, Path):
-            if path.is_symlink() or not path.is_file() or path.stat().st_size > 4096:
+            if path.is_symlink() or not path.is_file() or path.stat().st_size > limit:
                 return None
         elif not path.exists():
             return None
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
         return None
-    return data if isinstance(data, dict) and data.get("tool") == TOOL and isinstance(data.get("kind"), str) else None
+
+
+def small_json(path: Path | RemotePath, limit: int = 1 << 16) -> dict[str, Any]:
+    """The JSON object in a file read with :func:`small_text`; ``{}`` when there is none."""
+    try:
+        data = json.loads(small_text(path, limit) or "null")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def owner(folder: Path | RemotePath) -> dict[str, Any] | None:
+    """The ownership record of ``folder`` when it holds our marker (never through a symlink), else None."""
+    data = small_json(folder / OWNER_FILE, 4096)
+    return data if data.get("tool") == TOOL and isinstance(data.get("kind"), str) else None
 
 
 def owns(folder: Path | RemotePath, kind: str, legacy: Callable[[Path | RemotePath], bool] | None = None) -> bool:
@@ -246,11 +261,6 @@ def clear_folder(out: Path) -> None:
 def temp_sibling(path: Path | RemotePath) -> Path | RemotePath:
     """A fresh, unpredictable name beside ``path`` for writing it before it is complete."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-
-
-def remove_file(loc: Path | RemotePath) -> None:
-    """Remove a file we wrote (a temporary one), if it is there."""
-    loc.unlink(missing_ok=True)
 
 
 def umask() -> int:

@@ -35,14 +35,14 @@ PARTIAL_TEXT = "extraction in progress; this folder is incomplete\n"
 Location = Path | storage.RemotePath
 
 
+#: Largest manifest read as a proof of ownership (a full VGG16 manifest is well under 1 MB).
+MANIFEST_LIMIT = 64 << 20
+
+
 def is_legacy_extraction(folder: Path) -> bool:
     """A folder written by a cnngraph older than the ownership marker: our manifest or .partial."""
-    try:
-        if (folder / PARTIAL).exists() and (folder / PARTIAL).read_text() == PARTIAL_TEXT:
-            return True
-        return json.loads((folder / schema.MANIFEST).read_text()).get("format") == schema.FORMAT
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
-        return False
+    return (storage.small_text(folder / PARTIAL, 4096) == PARTIAL_TEXT
+            or storage.small_json(folder / schema.MANIFEST, MANIFEST_LIMIT).get("format") == schema.FORMAT)
 
 
 def layer_dir(spec: LayerSpec) -> str:
@@ -107,7 +107,7 @@ def write_part(path: Location, tables: Iterator[pa.Table], schema_: pa.Schema, r
             writer.write_table(pa.concat_tables(pending), row_group_size=max(rows, 1))
     except BaseException:
         writer.close()
-        storage.remove_file(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     writer.close()
     storage.replace(tmp, path)

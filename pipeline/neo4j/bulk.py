@@ -392,12 +392,9 @@ _SCRIPT_SIGNATURE = "(written by cnngraph)."
 
 def _is_legacy_import(folder: Path) -> bool:
     """Import files of a cnngraph older than the ownership marker: our script or partial marker."""
-    try:
-        if (folder / _PARTIAL).is_file() and (folder / _PARTIAL).read_text() == _PARTIAL_TEXT:
-            return True
-        head = (folder / SCRIPT).read_text()[:4096] if (folder / SCRIPT).is_file() else ""
-    except (OSError, UnicodeDecodeError):
-        return False
+    if storage.small_text(folder / _PARTIAL, 4096) == _PARTIAL_TEXT:
+        return True
+    head = (storage.small_text(folder / SCRIPT, 16 << 20) or "")[:4096]
     return head.startswith("#!/bin/sh\n# neo4j-admin bulk import of model ") and _SCRIPT_SIGNATURE in head
 
 

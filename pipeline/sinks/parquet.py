@@ -17,15 +17,14 @@ import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline import schema, storage
 from pipeline.errors import OutputError
-
-if TYPE_CHECKING:
-    import pyarrow.parquet as pq
+from pipeline.extract.tables import parquet_options
 
 #: Kind of folder a Parquet export is (pipeline.storage ownership marker).
 EXPORT_KIND = "export"
@@ -37,10 +36,7 @@ PART = "part-00000.parquet"
 
 def is_legacy_export(folder: Path) -> bool:
     """An export folder of a cnngraph older than the ownership marker: our selection.json."""
-    try:
-        return json.loads((folder / SELECTION_FILE).read_text()).get("format") == EXPORT_FORMAT
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
-        return False
+    return storage.small_json(folder / SELECTION_FILE).get("format") == EXPORT_FORMAT
 
 
 def check_folder(out: Path) -> None:
@@ -69,14 +65,9 @@ class ParquetExportWriter:
     and the selection record. Leaving the ``with`` block early removes the temporary folder."""
 
     def __init__(self, out: str | Path, granularity: str = schema.NEURON):
-        import pyarrow.parquet as pq  # imported here: `cnngraph --help` and other sinks start fast
-
-        from pipeline.extract.tables import parquet_options
-
         self.out = Path(out)
         self.edge_schema = schema.edge_schema(granularity)
         self.node_schema = schema.node_schema(granularity)
-        self._options = parquet_options
         self._edges: pq.ParquetWriter | None = None
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp: Path | None = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.", suffix=".tmp",
@@ -103,11 +94,9 @@ class ParquetExportWriter:
 
     def close(self, node_tables: Iterable[pa.Table], info: dict[str, Any]) -> Path:
         """Write the nodes and ``selection.json`` (``info``), then move the folder to its place."""
-        import pyarrow.parquet as pq
-
         self._close_edges()
         nodes = pq.ParquetWriter(self.tmp / schema.NODES_DIR / PART, self.node_schema,
-                                 **self._options(self.node_schema))
+                                 **parquet_options(self.node_schema))
         try:
             for t in node_tables:
                 nodes.write_table(t.cast(self.node_schema))
