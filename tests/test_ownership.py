@@ -277,3 +277,15 @@ def test_cone_seed_of_the_wrong_rank(graph):
         export.to_networkx(graph, upstream_of="conv:0,0")
     assert str(err.value) == ("position 0,0 has 2 coordinates but layer conv of shape (6, 5, 3) has 3 axes; "
                               "give h,w,c or one unit number")
+
+
+def test_folder_files_are_checked_layer_by_layer_as_read(graph, tmp_path):
+    """A damaged file is named before it is read, and only the layers an export reads are hashed."""
+    out = tmp_path / "ext"
+    extract(graph, out)
+    conv = next(e for e in json.loads((out / schema.MANIFEST).read_text())["layers"] if e["name"] == "conv")
+    part = out / conv["edge_files"][0]
+    part.write_bytes(part.read_bytes()[:-8])
+    assert export.to_networkx(out, layers="fc:fc").number_of_edges() > 0  # conv's edges are not read
+    with pytest.raises(errors.OutputError, match=f"{part} has changed since it was written"):
+        export.to_networkx(out)

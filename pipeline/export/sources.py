@@ -68,8 +68,9 @@ class FolderSource(Source):
     def __init__(self, folder: str | Path, check: bool = True):
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)
-        if check:  # a missing or changed part file is named here, not met as a pyarrow error later
-            check_files(self.folder, self.manifest)
+        # Files are checked against their sha256 when a layer is first read, so a cone of a huge
+        # folder hashes only the layers it touches; a damaged file is still named before use.
+        self._unchecked = {e["index"] for e in self.manifest["layers"]} if check else set()
         self.name = self.manifest["model"].get("name", self.folder.name)
         self.granularity = self.manifest.get("granularity", schema.NEURON)
         entries = sorted(self.manifest["layers"], key=lambda e: e["index"])
@@ -82,9 +83,17 @@ class FolderSource(Source):
             for e in entries
         ]
 
+    def _entry(self, index: int) -> dict:
+        """A layer's manifest entry, its files checked on first use (see __init__)."""
+        entry = self.entries[index]
+        if index in self._unchecked:
+            check_files(self.folder, {"layers": [entry]})
+            self._unchecked.discard(index)
+        return entry
+
     def edges(self, layer: LayerInfo, targets: np.ndarray | None = None,
               sources: np.ndarray | None = None) -> Iterator[Edges]:
-        entry = self.entries[layer.index]
+        entry = self._entry(layer.index)
         for table in edge_batches(self.folder, entry, targets=targets, sources=sources, batch_size=CHUNK_EDGES):
             kind = table.column(schema.KIND).combine_chunks()
             lut = np.array([kind_code(k) for k in kind.dictionary.to_pylist()], np.uint8)
@@ -98,7 +107,7 @@ class FolderSource(Source):
         for k in np.unique(owner):
             la = self.owners[k]
             mine = ids[owner == k]
-            for table in node_batches(self.folder, self.entries[la.index], ids=mine, batch_size=CHUNK_EDGES):
+            for table in node_batches(self.folder, self._entry(la.index), ids=mine, batch_size=CHUNK_EDGES):
                 keep = np.isin(table.column(schema.ID).to_numpy(), mine, assume_unique=True)
                 if keep.any():
                     tables.append(table.filter(pa.array(keep)))
@@ -109,7 +118,7 @@ class FolderSource(Source):
 def open_source(source, conn=None, check: bool = True) -> Source:
     """A :class:`Source` for a model name or file, a ModelSpec, a ModelGraph, an extraction
     folder or ``neo4j:NAME`` (``conn``: a ``pipeline.neo4j.server.Connection``); ``check``:
-    verify a folder's files against its manifest's sha256 first."""
+    verify a folder's files against its manifest's sha256 (each layer's before it is read)."""
     from pipeline.model import ModelGraph, ModelSpec, build
 
     if isinstance(source, Source):
