@@ -31,7 +31,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import storage
 from pipeline.errors import CnnGraphError
+from pipeline.neo4j.home import HOME_KIND
 from pipeline.neo4j.server import (
     HOME_ENV,
     PORT_ENV,
@@ -182,6 +184,7 @@ def fresh_home(root: Path) -> Path:
     shared.install()
     home = root / "neo4j"
     home.mkdir(parents=True)
+    storage.write_owner(home, HOME_KIND)  # ours, so the server may use it
     (home / "lib").symlink_to(shared.lib)
     return home
 

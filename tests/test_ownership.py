@@ -289,3 +289,16 @@ def test_folder_files_are_checked_layer_by_layer_as_read(graph, tmp_path):
     assert export.to_networkx(out, layers="fc:fc").number_of_edges() > 0  # conv's edges are not read
     with pytest.raises(errors.OutputError, match=f"{part} has changed since it was written"):
         export.to_networkx(out)
+
+
+@pytest.mark.parametrize("action", ["install", "start"])
+def test_managed_server_refuses_a_home_that_is_not_ours(tmp_path, action):
+    """CNNGRAPH_HOME pointed at a real Neo4j installation: nothing in it is touched."""
+    from pipeline.neo4j.server import ManagedServer
+
+    home = user_folder(tmp_path, "neo4j", {"lib/neo4j-kernel.jar": "jar", "data/databases/neo4j/store": "db",
+                                           "conf/neo4j.conf": "mine"})
+    before = snapshot(home)
+    with pytest.raises(errors.Neo4jError, match="is not a cnngraph managed Neo4j home.*nothing in it was changed"):
+        getattr(ManagedServer(home, port=9), action)()
+    assert snapshot(home) == before and oct(home.stat().st_mode & 0o777) != "0o700"

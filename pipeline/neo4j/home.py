@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from pipeline import storage
 from pipeline.errors import Neo4jError
 from pipeline.progress import NULL, Progress
 
@@ -111,6 +112,15 @@ def default_memory(total: int | None = None) -> tuple[str, str]:
 
 
 
+#: Kind of folder a managed server's home is (pipeline.storage ownership marker).
+HOME_KIND = "neo4j-home"
+
+
+def is_legacy_home(home: Path) -> bool:
+    """A home made by a cnngraph older than the ownership marker: it holds our copy of the pom."""
+    return "`cnngraph neo4j start` copies the runtime closure" in (storage.small_text(home / "pom.xml") or "")
+
+
 class ServerHome:
     """The folder a managed Neo4j server lives in, and its settings (not the running process).
 
@@ -182,8 +192,19 @@ class ServerHome:
 
     # -- the home and its lock -----------------------------------------------------------------
     def make_home(self) -> None:
-        """Create the home (mode 0700; an existing one of ours is tightened to 0700)."""
+        """Create the home (mode 0700, with our ownership marker), or take one of ours.
+
+        Install, reset and a failed import delete folders inside the home, so a non-empty folder
+        that is not provably a cnngraph home (a real Neo4j installation, say, that ``CNNGRAPH_HOME``
+        happens to point at) is refused untouched.
+        """
+        if self.home.exists() and any(self.home.iterdir()) and not storage.owns(self.home, HOME_KIND, is_legacy_home):
+            raise Neo4jError(f"{self.home} is not empty and is not a cnngraph managed Neo4j home (it has no "
+                             f"{storage.OWNER_FILE} of ours); nothing in it was changed; set {HOME_ENV} to "
+                             "another folder")
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if storage.owner(self.home) is None:
+            storage.write_owner(self.home, HOME_KIND)
         if self.home.stat().st_uid == os.getuid():
             os.chmod(self.home, 0o700)
 
