@@ -388,8 +388,9 @@ class _HomeLock:
 
 
 def private_file(path: Path) -> IO[str]:
-    """``open(path, "w")``, but the file is mode 0600 (also when it existed with a wider mode)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """``open(path, "w")``, but the file is mode 0600 (also when it existed with a wider mode) and
+    never written through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
     os.fchmod(fd, 0o600)
     return os.fdopen(fd, "w")
 
