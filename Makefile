@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The tests start the managed Neo4j server themselves (tests/neo4j_plugin.py) unless NEO4J_URI
-# is set, and stop it afterwards; a missing server fails the run.
+# is set, and stop it afterwards; a missing server fails the run. scripts/test-deps.sh installs
+# Chromium (for the Neo4j Browser test), Java and Maven when missing (apt-get, as root).
 test: $(STAMP)
+	bash scripts/test-deps.sh
 	$(PY) -m pytest -q -m "not slow"
 
 test-full: $(STAMP)
+	bash scripts/test-deps.sh
 	$(PY) -m pytest -q
 
 demo: $(STAMP)

@@ -18,9 +18,11 @@ from pipeline.spec import LayerSpec, ModelGraph
 #: Bytes per edge and per node of each sink. Parquet: an upper bound of this project's writer
 #: (the plan itself uses parquet_bytes); Neo4j: the store after a bulk load, 80.4 B per
 #: relationship with nodes and indexes (benchmarks/load.py); NetworkX: a DiGraph with weight/kind
-#: attributes (benchmarks/export.py measured ~344); GraphML: the streaming writer, ~111 per edge line.
-BYTES_PER_EDGE = {"parquet": 1.0, "neo4j": 80.0, "networkx": 500.0, "graphml": 111.0}
-BYTES_PER_NODE = {"parquet": 3.0, "neo4j": 120.0, "networkx": 700.0, "graphml": 260.0}
+#: attributes (benchmarks/export.py measured ~344); GraphML: the streaming writer, ~111 per edge line;
+#: pandas: ``to_pandas``'s frames (int64 ids, float32 weight, int8 kind: measured peak 24-30 B per
+#: edge; a node row is 31 B plus the Arrow table it comes from).
+BYTES_PER_EDGE = {"parquet": 1.0, "neo4j": 80.0, "networkx": 500.0, "graphml": 111.0, "pandas": 32.0}
+BYTES_PER_NODE = {"parquet": 3.0, "neo4j": 120.0, "networkx": 700.0, "graphml": 260.0, "pandas": 40.0}
 #: Parquet edge bytes = PARQUET_EDGE * edges + PARQUET_WEIGHT * (distinct weights, at most one per
 #: edge): ids delta-pack to ~0.3 B per edge, and each distinct float32 weight costs its 4 bytes
 #: about once. Fitted on VGG16, ResNet50 and MobileNetV2 extractions (per layer within ~35%; the
@@ -36,6 +38,19 @@ IMPORT_RELS_PER_SECOND = 480_000
 #: neo4j-admin import files (``cnngraph load --files-only``): (bytes per edge, bytes per node),
 #: measured on VGG16 48x48 with its top (626 M edges): csv.gz 4.45 / 8.6, csv 31.4 / 57.
 IMPORT_FILE_BYTES = {"csv.gz": (4.45, 8.6), "csv": (31.4, 57.0)}
+
+
+#: Heap bytes of a GDS projection (``cypher/gds_project.cypher``): per neuron, per relationship
+#: with ``weight`` and ``abs_weight`` (8 B each, ~2 B of compressed topology), and per relationship
+#: for the path ``cost``; GDS 2.13.9. ``cypher/gds_memory.cypher`` uses the same figures.
+GDS_NODE_BYTES = 40
+GDS_RELATIONSHIP_BYTES = 18
+GDS_PATH_BYTES = 8
+
+
+def gds_bytes(nodes: int, edges: int, paths: bool = False) -> int:
+    """The heap a weighted GDS projection of this many neurons and relationships takes."""
+    return nodes * GDS_NODE_BYTES + edges * (GDS_RELATIONSHIP_BYTES + (GDS_PATH_BYTES if paths else 0))
 
 
 def import_file_bytes(edges: int, nodes: int, input_type: str = "csv.gz") -> int:

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The main job on a default that finishes in a few minutes on a 2-core machine.
 # Everything goes under $OUT (default out/), including the demo's own Neo4j server
-# ($OUT/home, Bolt on 127.0.0.1:7688), so a database of yours is never touched.
+# ($OUT/home, Bolt on 127.0.0.1:7688, Browser on 7475), so a database of yours is never touched.
 set -euo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export CNNGRAPH_HOME="$OUT/home" CNNGRAPH_NEO4J_PORT=${CNNGRAPH_NEO4J_PORT:-7688}
+export CNNGRAPH_NEO4J_HTTP_PORT=${CNNGRAPH_NEO4J_HTTP_PORT:-7475}
 unset NEO4J_URI NEO4J_USERNAME NEO4J_PASSWORD
 MODEL=(vgg16 --input-shape 32,32,3 --no-top)
 
@@ -35,6 +36,10 @@ import re
 text = open("README.md").read().split("## A NetworkX analysis", 1)[1]
 exec(re.search(r"```python\n(.*?)```", text, re.S).group(1))
 PY
+echo "== 8. Graph Data Science in the database: project block 5 (|w| and signed w), PageRank on |w|"
+cnngraph gds drop vgg16_block5 >/dev/null
+cnngraph gds project vgg16_block5
+cnngraph cypher gds_pagerank -p graph=vgg16_block5 --limit 5
 ID=$(cnngraph cypher 'MATCH (n:Neuron {model: $m, layer: "block5_conv3"}) RETURN min(n.id) AS id' -p m=vgg16_block5 | tail -n 1)
 echo
 cat <<MSG
@@ -42,7 +47,9 @@ Done. Where everything is:
   $OUT/vgg16-32            the whole graph as Parquet (nodes/, edges/, manifest.json)
   $OUT/vgg16-32-block5     block 5 as Parquet, loaded into Neo4j as model 'vgg16_block5'
   $OUT/cone.graphml        a neuron's upstream cone (networkx.read_graphml(path, node_type=int))
-  $OUT/home/neo4j          the demo's Neo4j server (still running)
+  $OUT/home/neo4j          the demo's Neo4j server (still running, with GDS projection 'vgg16_block5')
+Neo4j Browser: $(cnngraph neo4j status | sed -n 's/^browser: //p')  (user neo4j, password: cnngraph neo4j env)
+  paste  :param {model: 'vgg16_block5', graph: 'vgg16_block5'}  then the text of cypher/gds_pagerank.cypher
 Query it:
   export CNNGRAPH_HOME=$OUT/home CNNGRAPH_NEO4J_PORT=$CNNGRAPH_NEO4J_PORT
   eval "\$(cnngraph neo4j env)"      # NEO4J_URI, NEO4J_USERNAME, NEO4J_PASSWORD for any client

@@ -10,6 +10,11 @@ them) at the test server's own place:
   cache, so a fresh home costs a ~5 s copy.
 - ``CNNGRAPH_TEST_NEO4J_PORT``: its Bolt port; default 7689 (the user's default is 7687, the
   demo's 7688).
+- ``CNNGRAPH_TEST_NEO4J_HTTP_PORT``: its HTTP port (Neo4j Browser); default a free port (the
+  user's default is 7474, the demo's 7475).
+
+The test server runs with GDS and APOC (the GDS and Browser tests use them); servers that tests
+start beside it (stand-ins for the user's) run without.
 
 At session end the test server is stopped (when this session started it) and what the session
 created is removed: the whole folder when the session made it, else only its ``neo4j`` home when
@@ -36,6 +41,8 @@ from pipeline.errors import CnnGraphError
 from pipeline.neo4j.home import HOME_KIND
 from pipeline.neo4j.server import (
     HOME_ENV,
+    HTTP_PORT_ENV,
+    PLUGINS_ENV,
     PORT_ENV,
     Connection,
     ManagedServer,
@@ -47,6 +54,7 @@ from pipeline.neo4j.server import (
 
 TEST_HOME_ENV = "CNNGRAPH_TEST_HOME"
 TEST_PORT_ENV = "CNNGRAPH_TEST_NEO4J_PORT"
+TEST_HTTP_PORT_ENV = "CNNGRAPH_TEST_NEO4J_HTTP_PORT"
 #: The test server's default Bolt port: not the user's (7687) nor the demo's (7688).
 TEST_PORT = 7689
 
@@ -73,12 +81,12 @@ class SessionPlace:
 PLACE: SessionPlace | None = None
 
 
-def _test_port() -> int:
-    raw = os.environ.get(TEST_PORT_ENV, "")
+def _test_port(env: str = TEST_PORT_ENV, default: int | None = TEST_PORT) -> int:
+    raw = os.environ.get(env, "")
     try:
-        return int(raw) if raw else TEST_PORT
+        return int(raw) if raw else default or free_port()
     except ValueError:
-        raise pytest.UsageError(f"{TEST_PORT_ENV}={raw!r} is not a port number") from None
+        raise pytest.UsageError(f"{env}={raw!r} is not a port number") from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,11 +115,13 @@ def pytest_configure(config: pytest.Config) -> None:
             f"the test server must not be the user's managed server ({user_home}, port {user_port}): "
             f"set {TEST_HOME_ENV} and {TEST_PORT_ENV} to another folder and port"
         )
-    saved = {name: os.environ.get(name) for name in (HOME_ENV, PORT_ENV)}
+    saved = {name: os.environ.get(name) for name in (HOME_ENV, PORT_ENV, HTTP_PORT_ENV, PLUGINS_ENV)}
     was_running = ManagedServer(home, port=port).is_running()
     PLACE = SessionPlace(root, port, user_home, user_port, made_root, not home.exists(), was_running, saved)
     os.environ[HOME_ENV] = str(root)
     os.environ[PORT_ENV] = str(port)
+    os.environ[HTTP_PORT_ENV] = str(_test_port(TEST_HTTP_PORT_ENV, None))
+    os.environ.pop(PLUGINS_ENV, None)  # the test server runs GDS and APOC
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -185,7 +195,7 @@ def fresh_home(root: Path) -> Path:
     home = root / "neo4j"
     home.mkdir(parents=True)
     storage.write_owner(home, HOME_KIND)  # ours, so the server may use it
-    (home / "lib").symlink_to(shared.lib)
+    (home / "lib").symlink_to(shared.lib)  # servers of fresh homes run with plugins=False
     return home
 
 

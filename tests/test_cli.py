@@ -279,7 +279,8 @@ def test_every_command_has_help():
 def test_shipped_queries_by_name():
     from importlib import resources
 
-    from pipeline.cli.cypher import resolve_query, shipped_queries
+    from pipeline.cli.cypher import resolve_query
+    from pipeline.neo4j.query import shipped_queries
 
     folder = resources.files("pipeline").joinpath("cypher")
     files = {p.name.removesuffix(".cypher") for p in folder.iterdir() if p.name.endswith(".cypher")}

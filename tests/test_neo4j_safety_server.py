@@ -22,6 +22,8 @@ import pytest
 
 from pipeline.neo4j.server import (
     HOME_ENV,
+    HTTP_PORT_ENV,
+    PLUGINS_ENV,
     PORT_ENV,
     ManagedServer,
     default_home,
@@ -62,7 +64,7 @@ def test_session_resolves_the_test_server() -> None:
 @pytest.fixture
 def user_server(tmp_path: Path) -> Iterator[ManagedServer]:
     """A managed server standing in for the user's default one, holding a sentinel node."""
-    server = ManagedServer(fresh_home(tmp_path / "user"), port=free_port())
+    server = ManagedServer(fresh_home(tmp_path / "user"), port=free_port(), http_port=free_port(), plugins=False)
     try:
         with driver(server.start()) as drv:
             drv.execute_query(f"CREATE (:{SENTINEL} {{note: 'the user data'}})")
@@ -82,6 +84,7 @@ def test_suite_leaves_the_default_home_untouched(user_server: ManagedServer, tmp
     inner_home = tmp_path / "inner-test-home"
     env = _clean_env(**{
         HOME_ENV: str(user_server.home.parent), PORT_ENV: str(user_server.port),
+        HTTP_PORT_ENV: str(user_server.http_port), PLUGINS_ENV: "0",
         neo4j_plugin.TEST_HOME_ENV: str(inner_home), neo4j_plugin.TEST_PORT_ENV: str(free_port()),
     })
     done = subprocess.run(
@@ -126,8 +129,9 @@ def _watch_cmdlines(marker: str, seen: set[bytes], stop: threading.Event) -> Non
 
 def test_two_concurrent_first_starts(tmp_path: Path) -> None:
     home = fresh_home(tmp_path / "conc")
-    env = _clean_env(**{HOME_ENV: str(home.parent), PORT_ENV: str(free_port())})
-    server = ManagedServer(home, port=int(env[PORT_ENV]))
+    env = _clean_env(**{HOME_ENV: str(home.parent), PORT_ENV: str(free_port()), HTTP_PORT_ENV: str(free_port()),
+                        PLUGINS_ENV: "0"})
+    server = ManagedServer(home, port=int(env[PORT_ENV]), http_port=int(env[HTTP_PORT_ENV]), plugins=False)
     seen: set[bytes] = set()
     stop = threading.Event()
     watcher = threading.Thread(target=_watch_cmdlines, args=(str(home), seen, stop), daemon=True)

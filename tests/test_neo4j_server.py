@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from pipeline.cli import cli
 from pipeline.errors import Neo4jError, Neo4jUnavailable, OutputError
-from pipeline.neo4j.server import PORT_ENV, Connection, ManagedServer, driver
+from pipeline.neo4j.server import HTTP_PORT_ENV, PLUGINS_ENV, PORT_ENV, Connection, ManagedServer, driver
 from tests.neo4j_plugin import free_port, fresh_home
 
 pytest_plugins = ["tests.neo4j_plugin"]
@@ -30,7 +30,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(root: Path) -> Iterator[ManagedServer]:
-    srv = ManagedServer(fresh_home(root), port=free_port())
+    srv = ManagedServer(fresh_home(root), port=free_port(), http_port=free_port(), plugins=False)
     try:
         yield srv
     finally:
@@ -39,7 +39,8 @@ def server(root: Path) -> Iterator[ManagedServer]:
 
 @pytest.fixture
 def cli_env(root: Path, server: ManagedServer) -> dict[str, str]:
-    return {"CNNGRAPH_HOME": str(root), PORT_ENV: str(server.port)}
+    return {"CNNGRAPH_HOME": str(root), PORT_ENV: str(server.port), HTTP_PORT_ENV: str(server.http_port),
+            PLUGINS_ENV: "0"}
 
 
 def _count(conn: Connection, query: str) -> int:
@@ -99,7 +100,7 @@ def test_port_in_use(root: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        other = ManagedServer(fresh_home(root / "other"), port=port)
+        other = ManagedServer(fresh_home(root / "other"), port=port, http_port=free_port(), plugins=False)
         with pytest.raises(Neo4jError, match=rf"port {port} .*in use.*{PORT_ENV}"):
             other.start()
     assert not other.is_running()

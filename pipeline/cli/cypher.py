@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
 
 import click
 
 from pipeline.cli.options import progress_bar
-
-#: The package folder of the shipped queries (``cypher/`` at the repository root links to it).
-QUERIES = "cypher"
-
-
-def shipped_queries() -> list[str]:
-    """Names of the Browser queries shipped in ``pipeline/cypher/`` (``layer_summary``, ...).
-
-    ``schema`` is left out: the loaders apply it, and it holds several statements.
-    """
-    folder = resources.files("pipeline").joinpath(QUERIES)
-    names = (p.name[: -len(".cypher")] for p in folder.iterdir() if p.name.endswith(".cypher"))
-    return sorted(name for name in names if name != "schema")
 
 
 def resolve_query(query: str) -> str:
@@ -29,8 +15,10 @@ def resolve_query(query: str) -> str:
     A bare name is never valid Cypher, so ``cnngraph cypher layer_summary`` is unambiguous; files
     and query texts go to :func:`pipeline.neo4j.query.run_query` as they are.
     """
+    from pipeline.neo4j.query import shipped, shipped_queries
+
     if query.isidentifier() and query in shipped_queries():
-        return resources.files("pipeline").joinpath(QUERIES, f"{query}.cypher").read_text()
+        return shipped(query)
     return query
 
 

@@ -31,6 +31,7 @@ def plan(model: str, input_shape: str | None, no_top: bool, weights: str | None,
     """Exact node and edge counts per layer, and the size in each sink (nothing is generated)."""
     from pipeline.plan import (
         IMPORT_RELS_PER_SECOND,
+        gds_bytes,
         human_bytes,
         human_seconds,
         import_file_bytes,
@@ -57,6 +58,8 @@ def plan(model: str, input_shape: str | None, no_top: bool, weights: str | None,
             f"store about {human_bytes(p.bytes['neo4j'])}, import about "
             f"{human_seconds(import_seconds(p.edges))} at {IMPORT_RELS_PER_SECOND:,} relationships/s (measured, 2 cores)"
         )
+        click.echo(f"GDS projection (weight and |w|): about {human_bytes(gds_bytes(p.nodes, p.edges))} of Neo4j "
+                   "heap (cnngraph gds memory MODEL compares it with the server's)")
 
 
 @click.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pipeline.cli.options import progress_bar
-from pipeline.neo4j.server import PORT_ENV, ManagedServer
+from pipeline.neo4j.server import HTTP_PORT_ENV, PLUGINS_ENV, PORT_ENV, ManagedServer
 from pipeline.progress import NULL
 
 
@@ -13,22 +13,33 @@ from pipeline.progress import NULL
 def neo4j_group() -> None:
     """Run a local Neo4j Community server from Maven Central jars (needs Java 17 and Maven).
 
-    It listens on 127.0.0.1 only, with a generated password; it is the default target of
-    cnngraph's loaders and exports when NEO4J_URI is not set.
+    It listens on 127.0.0.1 only, with a generated password, serves Neo4j Browser over HTTP and
+    runs Graph Data Science and APOC; it is the default target of cnngraph's loaders and exports
+    when NEO4J_URI is not set.
     """
 
 
 @neo4j_group.command()
 @click.option("--port", type=int, default=None,
               help=f"Bolt port on 127.0.0.1 [default: ${PORT_ENV} or 7687].")
+@click.option("--http-port", type=int, default=None,
+              help=f"HTTP port on 127.0.0.1, for Neo4j Browser [default: ${HTTP_PORT_ENV} or 7474].")
+@click.option("--no-plugins", is_flag=True, default=None,
+              help=f"Run without Graph Data Science and APOC (or {PLUGINS_ENV}=0): smaller heap, faster start.")
 @click.option("-s", "--silent", is_flag=True, help="Print nothing but errors.")
-def start(port: int | None, silent: bool) -> None:
-    """Start the server in the background (downloading it on first use)."""
-    server = ManagedServer(port=port)
+def start(port: int | None, http_port: int | None, no_plugins: bool | None, silent: bool) -> None:
+    """Start the server in the background (downloading it on first use).
+
+    A server already running is left as it is (stop it first to change its ports or plugins).
+    """
+    server = ManagedServer(port=port, http_port=http_port, plugins=False if no_plugins else None)
     conn = server.start(NULL if silent else progress_bar())
     if not silent:
-        click.echo(f"Neo4j {server.version} is running at {conn.uri} (pid {server.pid()}); "
+        info = server.status()
+        click.echo(f"Neo4j {server.version} is running at {conn.uri} (pid {info['pid']}); "
                    f"logs in {server.log_path.parent}")
+        click.echo(f"Neo4j Browser: {info['browser']}  (user neo4j; password: `cnngraph neo4j env`)")
+        click.echo(f"Plugins: {info['plugins']}; heap {info['heap']}, page cache {info['pagecache']}")
         click.echo('Point other clients at it with: eval "$(cnngraph neo4j env)"')
 
 

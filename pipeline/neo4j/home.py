@@ -3,10 +3,12 @@
 Layout of the server's home (default ``$CNNGRAPH_HOME/neo4j``, else
 ``~/.cache/cnngraph/neo4j-<version>``)::
 
-    pom.xml        copy of the package's pom (pins org.neo4j:neo4j)
+    pom.xml        copy of the package's pom (pins org.neo4j:neo4j and Neo4j Browser)
+    plugins.xml    copy of the package's plugins pom (pins GDS and APOC)
     lib/           the runtime jars, filled by Maven; ``lib/.installed`` marks a complete copy
+    plugins/       GDS and APOC (when plugins are on), on the class path too; ``plugins/.installed``
     conf/          neo4j.conf, rewritten at every start
-    data/ logs/ run/ import/ plugins/
+    data/ logs/ run/ import/
     password       the generated password of user ``neo4j`` (mode 0600)
     .lock          flock'ed around install, start, stop and bulk import (one at a time per home)
 
@@ -38,8 +40,19 @@ from pipeline.errors import Neo4jError
 from pipeline.progress import NULL, Progress
 
 NEO4J_VERSION = "5.26.19"
+BROWSER_VERSION = "5.24.0"
+GDS_VERSION = "2.13.9"
+APOC_VERSION = "5.26.19"
+#: What ``lib/.installed`` and ``plugins/.installed`` hold: a home installed before the Browser
+#: was part of ``lib/`` is installed again (from ``~/.m2``, seconds).
+LIB_REVISION = f"{NEO4J_VERSION} browser-{BROWSER_VERSION}"
+PLUGINS_REVISION = f"GDS {GDS_VERSION}, APOC {APOC_VERSION}"
 DEFAULT_PORT = 7687
+DEFAULT_HTTP_PORT = 7474
 PORT_ENV = "CNNGRAPH_NEO4J_PORT"
+HTTP_PORT_ENV = "CNNGRAPH_NEO4J_HTTP_PORT"
+#: ``0`` (or ``false``/``no``/``off``) starts the managed server without GDS and APOC.
+PLUGINS_ENV = "CNNGRAPH_NEO4J_PLUGINS"
 HOME_ENV = "CNNGRAPH_HOME"
 HEAP_ENV = "CNNGRAPH_NEO4J_HEAP"
 PAGECACHE_ENV = "CNNGRAPH_NEO4J_PAGECACHE"
@@ -77,15 +90,19 @@ def default_home() -> Path:
     return Path("~/.cache/cnngraph").expanduser() / f"neo4j-{NEO4J_VERSION}"
 
 
-def default_port() -> int:
-    """``$CNNGRAPH_NEO4J_PORT`` when set, else 7687: the managed server's Bolt port."""
-    raw = os.environ.get(PORT_ENV, "")
+def default_port(env: str = PORT_ENV, default: int = DEFAULT_PORT) -> int:
+    """``$CNNGRAPH_NEO4J_PORT`` when set, else 7687: the managed server's Bolt port (``env`` and
+    ``default`` select another port's variable, e.g. the HTTP port's)."""
+    raw = os.environ.get(env, "")
     try:
-        return int(raw) if raw else DEFAULT_PORT
+        return int(raw) if raw else default
     except ValueError:
-        raise Neo4jError(f"{PORT_ENV}={raw!r} is not a port number") from None
+        raise Neo4jError(f"{env}={raw!r} is not a port number") from None
 
 
+def default_plugins() -> bool:
+    """Whether the managed server runs GDS and APOC: yes unless ``$CNNGRAPH_NEO4J_PLUGINS`` says no."""
+    return os.environ.get(PLUGINS_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def _total_memory() -> int:
@@ -99,14 +116,16 @@ def _clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
 
 
-def default_memory(total: int | None = None) -> tuple[str, str]:
+def default_memory(total: int | None = None, plugins: bool = False) -> tuple[str, str]:
     """Heap and page cache sizes for a machine with ``total`` bytes of RAM.
 
     Heap is 1/12 of RAM within 1-2 GiB; page cache 1/8 of RAM within 1-4 GiB: enough for loading
-    and exporting while leaving most memory to TensorFlow and the importer.
+    and exporting while leaving most memory to TensorFlow and the importer. With GDS (``plugins``)
+    the heap is 1/4 of RAM within 1-8 GiB: GDS holds its projections on the heap (~10 B per
+    weighted relationship), so analytics want heap more than page cache.
     """
     total = total or _total_memory()
-    heap = _clamp(total // 12, _GIB, 2 * _GIB)
+    heap = _clamp(total // 4, _GIB, 8 * _GIB) if plugins else _clamp(total // 12, _GIB, 2 * _GIB)
     pagecache = _clamp(total // 8, _GIB, 4 * _GIB)
     return f"{heap // _MIB}m", f"{pagecache // _MIB}m"
 
@@ -130,6 +149,11 @@ class ServerHome:
         The server's folder (see the module docstring); :func:`default_home` when omitted.
     port:
         Bolt port on 127.0.0.1; default ``$CNNGRAPH_NEO4J_PORT`` or 7687.
+    http_port:
+        HTTP port on 127.0.0.1 (Neo4j Browser at ``/browser/``); default ``$CNNGRAPH_NEO4J_HTTP_PORT``
+        or 7474.
+    plugins:
+        Run GDS and APOC (installed on first use); default :func:`default_plugins` (yes).
     heap, pagecache:
         Memory sizes such as ``"2g"``; default ``$CNNGRAPH_NEO4J_HEAP`` / ``$CNNGRAPH_NEO4J_PAGECACHE``
         or :func:`default_memory`.
@@ -142,12 +166,16 @@ class ServerHome:
         home: Path | None = None,
         *,
         port: int | None = None,
+        http_port: int | None = None,
+        plugins: bool | None = None,
         heap: str | None = None,
         pagecache: str | None = None,
     ):
         self.home = Path(home).expanduser().resolve() if home else default_home().resolve()
         self.port = default_port() if port is None else port
-        auto_heap, auto_pagecache = default_memory()
+        self.http_port = default_port(HTTP_PORT_ENV, DEFAULT_HTTP_PORT) if http_port is None else http_port
+        self.plugins = default_plugins() if plugins is None else plugins
+        auto_heap, auto_pagecache = default_memory(plugins=self.plugins)
         self.heap = heap or os.environ.get(HEAP_ENV) or auto_heap
         self.pagecache = pagecache or os.environ.get(PAGECACHE_ENV) or auto_pagecache
 
@@ -159,6 +187,17 @@ class ServerHome:
     def lib(self) -> Path:
         """The runtime jars (``lib/*`` is the JVM class path)."""
         return self.home / "lib"
+
+    @property
+    def plugins_dir(self) -> Path:
+        """GDS and APOC jars (on the class path too, when plugins are on)."""
+        return self.home / "plugins"
+
+    @property
+    def class_path(self) -> str:
+        """The server JVM's class path: ``lib/*``, plus ``plugins/*`` when plugins are on."""
+        parts = [self.lib / "*", *([self.plugins_dir / "*"] if self.plugins else [])]
+        return os.pathsep.join(str(p) for p in parts)
 
     @property
     def conf_dir(self) -> Path:
@@ -221,10 +260,11 @@ class ServerHome:
 
     def is_installed(self) -> bool:
         """True when ``lib/`` holds a complete copy of this version's jars."""
-        try:
-            return self.marker_path.read_text().strip() == self.version
-        except OSError:
-            return False
+        return (storage.small_text(self.marker_path) or "").strip() == LIB_REVISION
+
+    def plugins_installed(self) -> bool:
+        """True when ``plugins/`` holds a complete copy of this revision's GDS and APOC."""
+        return (storage.small_text(self.plugins_dir / ".installed") or "").strip() == PLUGINS_REVISION
 
     # -- configuration, password, neo4j-admin ------------------------------------------------------
     def password(self) -> str:
@@ -238,17 +278,34 @@ class ServerHome:
             ) from None
 
     def write_conf(self) -> None:
-        """Write ``conf/neo4j.conf`` (mode 0600) from this home's port and memory settings."""
+        """Write ``conf/neo4j.conf`` (mode 0600) from this home's ports, plugins and memory settings.
+
+        Both listeners are on 127.0.0.1 only, with auth on; the advertised addresses are the real
+        ports, so Neo4j Browser (served over HTTP) connects its Bolt session to this server and not
+        to 7687. Browser and server send nothing out (no usage data, no remote guides).
+        """
         self.conf_dir.mkdir(parents=True, exist_ok=True)
+        no_plugins = self.home / "run" / "no-plugins"
+        if not self.plugins:
+            no_plugins.mkdir(parents=True, exist_ok=True, mode=0o700)  # GDS in plugins/ needs the class path
         lines = [
             "# Written by cnngraph at every start; edits are lost. Settings: docs/neo4j.md",
             "server.default_listen_address=127.0.0.1",
+            "server.default_advertised_address=127.0.0.1",
             f"server.bolt.listen_address=127.0.0.1:{self.port}",
+            f"server.bolt.advertised_address=127.0.0.1:{self.port}",
             "server.bolt.enabled=true",
-            "server.http.enabled=false",
+            "server.http.enabled=true",
+            f"server.http.listen_address=127.0.0.1:{self.http_port}",
+            f"server.http.advertised_address=127.0.0.1:{self.http_port}",
             "server.https.enabled=false",
             "dbms.security.auth_enabled=true",
             "dbms.usage_report.enabled=false",
+            "client.allow_telemetry=false",
+            # Guides and other remote content only from this machine (default: guides.neo4j.com).
+            "browser.remote_content_hostname_whitelist=127.0.0.1",
+            f"server.directories.plugins={self.plugins_dir if self.plugins else no_plugins}",
+            *(["dbms.security.procedures.unrestricted=gds.*,apoc.*"] if self.plugins else []),
             f"server.memory.heap.initial_size={self.heap}",
             f"server.memory.heap.max_size={self.heap}",
             f"server.memory.pagecache.size={self.pagecache}",
@@ -263,7 +320,7 @@ class ServerHome:
     def prepare_dirs(self) -> None:
         """The home's folders, mode 0700 (existing ones are tightened: the data is private)."""
         self.make_home()
-        for name in ("data", "logs", "run", "import", "plugins", "conf"):
+        for name in ("data", "logs", "run", "import", "conf"):
             path = self.home / name
             path.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.chmod(path, 0o700)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,25 @@ def parse_params(pairs: tuple[str, ...] | list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             params[name] = value
     return params
+
+
+#: The package folder of the shipped queries (``cypher/`` at the repository root links to it).
+QUERIES = "cypher"
+
+
+def shipped_queries() -> list[str]:
+    """Names of the Browser queries shipped in ``pipeline/cypher/`` (``layer_summary``, ...).
+
+    ``schema`` is left out: the loaders apply it, and it holds several statements.
+    """
+    folder = resources.files("pipeline").joinpath(QUERIES)
+    names = (p.name[: -len(".cypher")] for p in folder.iterdir() if p.name.endswith(".cypher"))
+    return sorted(name for name in names if name != "schema")
+
+
+def shipped(name: str) -> str:
+    """The text of the shipped query ``name`` (e.g. ``gds_project``)."""
+    return resources.files("pipeline").joinpath(QUERIES, f"{name}.cypher").read_text()
 
 
 def query_text(query_or_file: str) -> str:

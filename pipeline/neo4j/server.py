@@ -7,7 +7,8 @@ imports and resets run through :mod:`pipeline.neo4j.admin`. This module runs the
 The server JVM (``org.neo4j.server.CommunityEntryPoint``, what the ``neo4j`` launcher spawns) is
 started detached in its own session, so it outlives the Python process that started it; its pid is
 kept in ``run/neo4j.pid``, written by the process itself before it becomes the JVM and removed only
-once it has gone. Bolt listens on 127.0.0.1 only; HTTP is off.
+once it has gone. Bolt and HTTP (Neo4j Browser at ``/browser/``) listen on 127.0.0.1 only, auth on;
+GDS and APOC are loaded unless the home's ``plugins`` is off.
 
 Without ``NEO4J_URI`` the managed server is the default target: :func:`connection` starts it on
 demand. :func:`driver` opens a verified driver and turns connection errors into this package's.
@@ -36,9 +37,12 @@ from pipeline.neo4j.home import (
     ENTRY_POINT,
     HEAP_ENV,
     HOME_ENV,
+    HTTP_PORT_ENV,
     JVM_FLAGS,
     NEO4J_VERSION,
     PAGECACHE_ENV,
+    PLUGINS_ENV,
+    PLUGINS_REVISION,
     PORT_ENV,
     USERNAME,
     ServerHome,
@@ -55,7 +59,8 @@ if TYPE_CHECKING:
 
 #: Also importable from here (they were defined in this module before the home had its own).
 __all__ = [
-    "DEFAULT_PORT", "HEAP_ENV", "HOME_ENV", "NEO4J_VERSION", "PAGECACHE_ENV", "PORT_ENV", "USERNAME",
+    "DEFAULT_PORT", "HEAP_ENV", "HOME_ENV", "HTTP_PORT_ENV", "NEO4J_VERSION", "PAGECACHE_ENV", "PLUGINS_ENV",
+    "PORT_ENV", "USERNAME",
     "Connection", "ManagedServer", "connection", "default_home", "default_memory", "default_port",
     "driver", "is_managed_uri", "store_bytes",
 ]
@@ -131,14 +136,23 @@ class ManagedServer(ServerHome):
         """True when this home's server process is alive (it may still be starting up)."""
         return self.pid() is not None
 
-    def running_port(self) -> int:
-        """The Bolt port in the current ``neo4j.conf`` (the one a running server uses)."""
+    def running_port(self, connector: str = "bolt") -> int:
+        """The Bolt (or ``"http"``) port in the current ``neo4j.conf`` (the one a running server uses)."""
+        configured = self.port if connector == "bolt" else self.http_port
         try:
             text = (self.conf_dir / "neo4j.conf").read_text()
         except OSError:
-            return self.port
-        match = re.search(r"^server\.bolt\.listen_address=.*:(\d+)\s*$", text, re.M)
-        return int(match.group(1)) if match else self.port
+            return configured
+        match = re.search(rf"^server\.{connector}\.listen_address=.*:(\d+)\s*$", text, re.M)
+        return int(match.group(1)) if match else configured
+
+    def running_settings(self) -> dict[str, str]:
+        """The settings of the current ``neo4j.conf`` (those a running server uses)."""
+        try:
+            text = (self.conf_dir / "neo4j.conf").read_text()
+        except OSError:
+            return {}
+        return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
 
     def uri(self) -> str:
         """``bolt://127.0.0.1:PORT``: the running server's port, else the configured one."""
@@ -164,19 +178,28 @@ class ManagedServer(ServerHome):
         """How to reach this server (its URI, user ``neo4j`` and the generated password)."""
         return Connection(self.uri(), USERNAME, self.password())
 
-    def _check_port(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(("127.0.0.1", self.port))
-            except OSError as err:
-                if err.errno not in (errno.EADDRINUSE, errno.EACCES):
-                    raise
-                raise Neo4jError(
-                    f"port {self.port} on 127.0.0.1 is in use by another program; choose another Bolt "
-                    f"port with `cnngraph neo4j start --port N` or {PORT_ENV}=N (or point NEO4J_URI "
-                    "at the server already listening there)"
-                ) from None
+    def browser_url(self) -> str:
+        """Neo4j Browser's address: the running server's HTTP port, else the configured one."""
+        port = self.running_port("http") if self.is_running() else self.http_port
+        return f"http://127.0.0.1:{port}/browser/"
+
+    def _check_ports(self) -> None:
+        if self.port == self.http_port:
+            raise Neo4jError(f"the Bolt and HTTP ports are both {self.port}; choose two ports")
+        for port, what, option, env in ((self.port, "Bolt", "--port", PORT_ENV),
+                                        (self.http_port, "HTTP", "--http-port", HTTP_PORT_ENV)):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError as err:
+                    if err.errno not in (errno.EADDRINUSE, errno.EACCES):
+                        raise
+                    raise Neo4jError(
+                        f"port {port} on 127.0.0.1 is in use by another program; choose another {what} "
+                        f"port with `cnngraph neo4j start {option} N` or {env}=N (or point NEO4J_URI "
+                        "at the server already listening there)"
+                    ) from None
 
     def start(self, progress: Progress = NULL, timeout: float = 180.0) -> Connection:
         """Start the server in the background (installing it first if needed); returns how to reach it.
@@ -192,14 +215,15 @@ class ManagedServer(ServerHome):
                 return conn
             self.install(progress)
             self.prepare_dirs()
-            self._check_port()
+            self._check_ports()
             self.write_conf()
             self.ensure_password()
             conn = Connection(f"bolt://127.0.0.1:{self.port}", USERNAME, self.password())
-            progress.message(f"starting Neo4j {self.version} on {conn.uri} (home {self.home}) ...")
+            extra = f", {PLUGINS_REVISION}" if self.plugins else ""
+            progress.message(f"starting Neo4j {self.version}{extra} on {conn.uri} (home {self.home}) ...")
             cmd = [
                 java(), f"-Xms{self.heap}", f"-Xmx{self.heap}", *JVM_FLAGS,
-                "-cp", str(self.lib / "*"), ENTRY_POINT,
+                "-cp", self.class_path, ENTRY_POINT,
                 f"--home-dir={self.home}", f"--config-dir={self.conf_dir}",
             ]
             env = {**self.env(), "CNNGRAPH_CONSOLE_LOG": str(self.home / "logs" / "console.log"),
@@ -276,12 +300,21 @@ class ManagedServer(ServerHome):
                 self.pid_path.unlink()
 
     def status(self) -> dict[str, Any]:
-        """running, pid, uri, home, version, installed, log (path of the server log)."""
+        """running, pid, uri, browser (URL), user, plugins, heap, pagecache, home, version,
+        installed, log (path of the server log). A running server's settings are those it runs
+        with; otherwise the ones the next start would use."""
         pid = self.pid()
+        conf = self.running_settings() if pid is not None else {}
+        plugins = "dbms.security.procedures.unrestricted" in conf if conf else self.plugins
         return {
             "running": pid is not None,
             "pid": pid,
             "uri": self.uri(),
+            "browser": self.browser_url(),
+            "user": f"{USERNAME} (password: `cnngraph neo4j env`)",
+            "plugins": PLUGINS_REVISION if plugins else "off",
+            "heap": conf.get("server.memory.heap.max_size", self.heap),
+            "pagecache": conf.get("server.memory.pagecache.size", self.pagecache),
             "home": str(self.home),
             "version": self.version,
             "installed": self.is_installed(),
