@@ -26,18 +26,22 @@ from pipeline.cli.options import model_build_options, note_weights, progress_bar
               help="neo4j:NAME sources only: the relationships this query returns.")
 @click.option("--force", is_flag=True, help="Go ahead even when the selection exceeds the size limit.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing GraphML file at --out (never the source).")
+@click.option("--abs-weight", is_flag=True,
+              help="GraphML: add an abs_weight edge attribute (|weight|); weights are signed, so give "
+                   "NetworkX/igraph weighted algorithms this one.")
 @click.option("--no-check", is_flag=True, help="Folder sources: skip checking the files against their sha256.")
 @silent_option
 def export_command(source: str, out: str, fmt: str, input_shape: str | None, no_top: bool, weights: str | None,
                    seed: int, layers: str | None, upstream_of: tuple[str, ...], downstream_of: tuple[str, ...],
                    depth: int | None, min_abs_weight: float | None, top_k_in: int | None, cypher: str | None,
-                   force: bool, overwrite: bool, no_check: bool, silent: bool) -> None:
+                   force: bool, overwrite: bool, abs_weight: bool, no_check: bool, silent: bool) -> None:
     """Export a subgraph of SOURCE as GraphML or Parquet.
 
     SOURCE is a model (a keras.applications name such as vgg16, or a .keras file; its edges are
     made on the fly), a folder written by `cnngraph extract`, or neo4j:NAME for a model loaded
     into Neo4j. Selections combine: --layers and the weight filters define the graph, the cones
-    are taken in it.
+    are taken in it. Weights are signed: for PageRank, HITS or paths in NetworkX or igraph, export
+    with --abs-weight and pass weight="abs_weight".
     """
     from pathlib import Path
 
@@ -56,7 +60,12 @@ def export_command(source: str, out: str, fmt: str, input_shape: str | None, no_
         if overwrite and fmt != "graphml":
             raise click.UsageError("--overwrite applies to GraphML files; a Parquet export folder of ours "
                                    "is always replaced")
+        if abs_weight and fmt != "graphml":
+            raise click.UsageError("--abs-weight applies to GraphML files; Parquet keeps the extraction "
+                                   "schema (take abs(weight) when reading it)")
         options = {"overwrite": True} if overwrite else {}
+        if abs_weight:
+            options["abs_weight"] = True
         result = export.export(
             src, out, fmt, force=force, progress=progress, check=not no_check, layers=layers,
             upstream_of=list(upstream_of), downstream_of=list(downstream_of), depth=depth,

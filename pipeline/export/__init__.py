@@ -20,24 +20,27 @@ Selections (all optional, combinable):
 * ``cypher="..."`` (Neo4j only): the relationships a query returns; the other filters (not the
   cones) then apply to them.
 
-The exported graph holds the selected edges and their endpoints (plus the cone seeds), with
-node attributes ``layer``, ``layer_type``, ``d``, ``h``, ``w``, ``c``, ``bias``, ``activation``
-and edge attributes ``weight`` and ``kind``. Sinks: :func:`to_networkx`, :func:`write_graphml`,
-:func:`write_parquet`. Each refuses a selection over its size limit (:data:`LIMITS`) with
-:class:`ExportTooLarge` unless ``force=True``.
+The exported graph holds the selected edges (each once) and their endpoints (plus the cone
+seeds), with node attributes ``layer``, ``layer_type``, ``d``, ``h``, ``w``, ``c``, ``bias``,
+``activation`` and edge attributes ``weight`` and ``kind``. Sinks: :func:`to_networkx`,
+:func:`to_pandas` (two DataFrames), :func:`write_graphml`, :func:`write_parquet`. Each refuses a
+selection over its size limit (:data:`LIMITS`) with :class:`ExportTooLarge` unless
+``force=True``; :func:`iter_frames` streams any selection as pandas frames, layer by layer, in
+bounded memory. ``weight`` is signed: NetworkX's weighted algorithms want
+``to_networkx(..., abs_weight=True)`` and ``weight="abs_weight"`` (``write_graphml`` too).
 
 Inside: :mod:`~pipeline.export.edges` (edge batches, id sets, kinds), :mod:`~pipeline.export.base`
 (the Source interface), :mod:`~pipeline.export.sources` (model and folder sources,
 :func:`open_source`), :mod:`~pipeline.export.neo4j_source`, :mod:`~pipeline.export.select`
-(selections, the engine, the size guard); the writers are in :mod:`pipeline.sinks`. This module
-chains them: open the source, check the size, stream the edges into a sink, then the nodes.
+(selections, the engine, the size guard), :mod:`~pipeline.export.frames` (the session every sink
+opens, :class:`Export`, and the pandas sinks); the writers are in :mod:`pipeline.sinks`. This
+module chains them: open the source, check the size, stream the edges into a sink, then the nodes.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
@@ -51,26 +54,34 @@ from pipeline import schema
 from pipeline.errors import OutputError, UsageError, disk_full_as, is_disk_full
 from pipeline.export.base import LayerInfo, Source, concat_nodes
 from pipeline.export.edges import CHUNK_EDGES, KINDS, Edges, IdSet, batch_runs, kind_array, kind_code, runs
+from pipeline.export.frames import (
+    LIMITS,
+    PANDAS_BYTES_PER_EDGE,
+    PANDAS_BYTES_PER_NODE,
+    Export,
+    iter_frames,
+    node_tables,
+    to_pandas,
+)
 from pipeline.export.neo4j_source import Neo4jSource
 from pipeline.export.select import Engine, ExportTooLarge, Selection, layer_range, neuron_id
 from pipeline.export.sources import NEO4J_PREFIX, FolderSource, ModelSource, open_source
 from pipeline.plan import BYTES_PER_EDGE, BYTES_PER_NODE, human_bytes
 from pipeline.progress import NULL, Progress
+from pipeline.sinks.networkx import ABS_WEIGHT
 from pipeline.sinks.parquet import EXPORT_FORMAT, EXPORT_KIND
 
 if TYPE_CHECKING:
     import networkx as nx
 
 __all__ = [
-    "BYTES_PER_EDGE", "BYTES_PER_NODE", "CHUNK_EDGES", "EXPORT_FORMAT", "EXPORT_KIND", "KINDS", "LIMITS",
-    "NEO4J_PREFIX", "Edges", "Engine", "ExportResult", "ExportTooLarge", "FolderSource", "IdSet",
-    "LayerInfo", "ModelSource", "Neo4jSource", "OutputError", "Selection", "Source", "UsageError",
-    "batch_runs", "check_out", "concat_nodes", "export", "human_bytes", "kind_array", "kind_code",
-    "layer_range", "neuron_id", "open_source", "runs", "to_networkx", "write_graphml", "write_parquet",
+    "ABS_WEIGHT", "BYTES_PER_EDGE", "BYTES_PER_NODE", "CHUNK_EDGES", "EXPORT_FORMAT", "EXPORT_KIND", "KINDS",
+    "LIMITS", "NEO4J_PREFIX", "PANDAS_BYTES_PER_EDGE", "PANDAS_BYTES_PER_NODE", "Edges", "Engine", "Export", "ExportResult", "ExportTooLarge", "FolderSource",
+    "IdSet", "LayerInfo", "ModelSource", "Neo4jSource", "OutputError", "Selection", "Source", "UsageError",
+    "batch_runs", "check_out", "concat_nodes", "export", "human_bytes", "iter_frames", "kind_array",
+    "kind_code", "layer_range", "neuron_id", "open_source", "runs", "to_networkx", "to_pandas",
+    "write_graphml", "write_parquet",
 ]
-
-#: Largest number of edges each sink accepts without ``force=True``.
-LIMITS = {"networkx": 20_000_000, "graphml": 200_000_000, "parquet": 2_000_000_000}
 
 
 @dataclass
@@ -83,22 +94,6 @@ class ExportResult:
     edges: int
     seconds: float
     bytes: int = 0
-
-
-def _session(source, selection: dict, sink: str, limit, force, progress, conn, check):
-    sel = Selection.make(**selection)
-    src = open_source(source, conn, check)
-    engine = Engine(src, sel, LIMITS[sink] if limit is None else limit, sink, progress)
-    try:
-        engine.check_size(force)
-    except BaseException:
-        if src is not source:
-            src.close()
-        raise
-    edges, _ = engine.estimate()
-    progress.message(f"exporting {engine.describe()}")
-    progress.start(engine.sized if engine.sized is not None else edges, "edges", f"export {sink}")
-    return src, engine
 
 
 def _source_paths(source) -> list[Path]:
@@ -125,13 +120,8 @@ def check_out(source, out: Path) -> None:
                               "another --out")
 
 
-def _node_tables(src: Source, ids: np.ndarray, chunk: int = 1_000_000) -> Iterator[pa.Table]:
-    for lo in range(0, len(ids), chunk):
-        yield src.nodes(ids[lo : lo + chunk])
-
-
 def to_networkx(source, *, force: bool = False, limit: int | None = None, progress: Progress = NULL,
-                conn=None, check: bool = True, **selection) -> nx.DiGraph:
+                conn=None, check: bool = True, abs_weight: bool = False, **selection) -> nx.DiGraph:
     """The selected subgraph as a ``networkx.DiGraph``.
 
     Parameters
@@ -139,6 +129,11 @@ def to_networkx(source, *, force: bool = False, limit: int | None = None, progre
     source : model name or file, ModelSpec, ModelGraph, extraction folder, or ``"neo4j:NAME"``.
     force : build it even when it exceeds ``limit`` (default ``LIMITS["networkx"]`` edges).
     check : for a folder, verify its files against the manifest's sha256 first.
+    abs_weight : also give every edge ``abs_weight`` = ``|weight|`` (a float). Weights are signed
+        (an inhibitory edge is negative), and NetworkX's weighted algorithms assume non-negative
+        weights: ``pagerank`` (and ``hits``, which always reads ``weight``) normalise by sums that
+        cancel, Dijkstra (shortest paths, weighted betweenness) refuses or misleads, and
+        ``dag_longest_path`` reads ``weight`` by default. Pass ``weight="abs_weight"`` instead.
     **selection : ``layers``, ``upstream_of``, ``downstream_of``, ``depth``, ``min_abs_weight``,
         ``top_k_in``, ``cypher`` (see the module docstring).
 
@@ -146,7 +141,7 @@ def to_networkx(source, *, force: bool = False, limit: int | None = None, progre
     -------
     networkx.DiGraph with int node keys (neuron ids), node attributes ``layer``, ``layer_type``,
     ``d``, ``h``, ``w``, ``c``, ``bias``, ``activation`` and edge attributes ``weight``, ``kind``
-    (plus the coarse columns of a channel- or layer-level source, as lists).
+    (and ``abs_weight``; plus the coarse columns of a channel- or layer-level source, as lists).
 
     Raises
     ------
@@ -154,53 +149,56 @@ def to_networkx(source, *, force: bool = False, limit: int | None = None, progre
 
     Examples
     --------
+    >>> import networkx as nx
     >>> from pipeline.model import ModelSpec
-    >>> G = to_networkx(ModelSpec("vgg16", (32, 32, 3), include_top=False), layers="block1_conv1:block1_conv1")
+    >>> G = to_networkx(ModelSpec("vgg16", (32, 32, 3), include_top=False), layers="block1_conv1:block1_conv1",
+    ...                 abs_weight=True)
     >>> G.number_of_edges()
-    1769472
+    1696512
+    >>> rank = nx.pagerank(G, weight="abs_weight")  # not the signed "weight"
     """
     import networkx as nx
 
     from pipeline.sinks import networkx as nx_sink
 
-    src, engine = _session(source, selection, "networkx", limit, force, progress, conn, check)
-    try:
+    with Export(source, selection, "networkx", limit, force, progress, conn, check) as ex:
+        ex.start()
+        src = ex.src
         parts, data = [], []
-        for e in engine.run(force):  # attribute dicts made while a Neo4j source reads ahead
+        for e in ex.edges():  # attribute dicts made while a Neo4j source reads ahead
             parts.append(e)
-            data.append(nx_sink.edge_data(e.weight, e.kind, KINDS, e.extra))
+            data.append(nx_sink.edge_data(e.weight, e.kind, KINDS, e.extra, abs_weight=abs_weight))
         edges = Edges.concat(parts)
         del parts
         data = list(chain.from_iterable(data))
-        ids = engine.nodes.ids()
+        ids = ex.ids()
         keys = np.empty(len(ids), dtype=object)
         keys[:] = ids.tolist()
         G = nx.DiGraph(name=src.name)
         G.add_nodes_from(keys.tolist())  # id order; attributes come below
         with ThreadPoolExecutor(1, thread_name_prefix="cnngraph-export") as pool:
-            tables = pool.submit(lambda: list(_node_tables(src, ids)))  # read while edges go in
+            tables = pool.submit(lambda: list(node_tables(src, ids)))  # read while edges go in
             for lo in range(0, len(edges), CHUNK_EDGES):
                 e = edges.take(slice(lo, lo + CHUNK_EDGES))
                 nx_sink.add_edges(G, ids, keys, e.source, e.target, data[lo : lo + CHUNK_EDGES])
             del data
             for t in tables.result():
                 nx_sink.add_nodes(G, t)
-    finally:
-        progress.finish()
-        if src is not source:
-            src.close()
     return G
 
 
 def write_graphml(source, path: str | Path, *, force: bool = False, overwrite: bool = False,
                   limit: int | None = None, progress: Progress = NULL, conn=None, check: bool = True,
-                  **selection) -> ExportResult:
+                  abs_weight: bool = False, **selection) -> ExportResult:
     """Write the selected subgraph as a directed GraphML file (streaming, bounded memory).
 
     Same source and selection as :func:`to_networkx`; readable by ``networkx.read_graphml``
     (``node_type=int`` gives int keys) and ``igraph.Graph.Read_GraphML``. Weights are written so
-    they read back to the same float32. The file appears only when complete; an existing file is
-    replaced only with ``overwrite=True``, and never the source itself.
+    they read back to the same float32. ``abs_weight=True`` adds the edge attribute
+    ``abs_weight`` = ``|weight|`` (a ``double`` key, read as a float by NetworkX and igraph): the
+    weight to give weighted algorithms, since ``weight`` is signed (see :func:`to_networkx`).
+    The file appears only when complete; an existing file is replaced only with
+    ``overwrite=True``, and never the source itself.
     """
     from pipeline.sinks.graphml import (
         GraphMLWriter,
@@ -214,25 +212,24 @@ def write_graphml(source, path: str | Path, *, force: bool = False, overwrite: b
     path = Path(path)
     check_out(source, path)
     check_target(path, overwrite)
-    src, engine = _session(source, selection, "graphml", limit, force, progress, conn, check)
-    try:
+    with Export(source, selection, "graphml", limit, force, progress, conn, check) as ex:
+        ex.start()
+        src = ex.src
         # Coarse columns: lists become JSON text ("[0.25, -1.5]"), GraphML has no list type.
         node_attrs = [(f.name, graphml_value_type(f.type)) for f in schema.node_schema(src.granularity)
                       if f.name != schema.ID]
         edge_attrs = [(schema.WEIGHT, pa.float32()), (schema.KIND, pa.string()),
+                      *([(ABS_WEIGHT, pa.float32())] if abs_weight else []),
                       *((f.name, graphml_value_type(f.type)) for f in src.extra_edge_columns)]
         with disk_full_as(Path(path).parent, "the GraphML export", f"no file was left at {path}; free "
                           "some space or choose another --out"), GraphMLWriter(path, node_attrs, edge_attrs, overwrite) as writer:
-            for e in engine.run(force):
+            for e in ex.edges():
+                magnitude = {ABS_WEIGHT: np.abs(e.weight)} if abs_weight else {}
                 writer.edges(e.source, e.target, {schema.WEIGHT: e.weight, schema.KIND: kind_array(e.kind),
-                                                  **{k: graphml_value(v) for k, v in e.extra.items()}})
-            ids = engine.nodes.ids()
-            writer.close(graphml_values(t) for t in _node_tables(src, ids))
-    finally:
-        progress.finish()
-        if src is not source:
-            src.close()
-    return ExportResult(Path(path), "graphml", len(ids), engine.count, time.perf_counter() - t0, writer.bytes)
+                                                  **magnitude, **{k: graphml_value(v) for k, v in e.extra.items()}})
+            ids = ex.ids()
+            writer.close(graphml_values(t) for t in node_tables(src, ids))
+    return ExportResult(Path(path), "graphml", len(ids), ex.count, time.perf_counter() - t0, writer.bytes)
 
 
 def write_parquet(source, folder: str | Path, *, force: bool = False, limit: int | None = None,
@@ -250,26 +247,23 @@ def write_parquet(source, folder: str | Path, *, force: bool = False, limit: int
     out = Path(folder)
     check_out(source, out)
     check_folder(out)
-    src, engine = _session(source, selection, "parquet", limit, force, progress, conn, check)
-    with disk_full_as(out.parent, "the Parquet export", f"nothing new was written to {out}; free some space "
-                      "or choose another --out"):
+    with Export(source, selection, "parquet", limit, force, progress, conn, check) as ex, \
+            disk_full_as(out.parent, "the Parquet export", f"nothing new was written to {out}; free some space "
+                         "or choose another --out"):
+        ex.start()
         try:
-            with ParquetExportWriter(out, src.granularity) as writer:
-                for e in engine.run(force):
+            with ParquetExportWriter(out, ex.src.granularity) as writer:
+                for e in ex.edges():
                     writer.edges(e.table())
-                ids = engine.nodes.ids()
-                writer.close(_node_tables(src, ids), {"model": src.name, "selection": selection,
-                                                      "nodes": int(len(ids)), "edges": int(engine.count)})
+                ids = ex.ids()
+                writer.close(node_tables(ex.src, ids), {"model": ex.src.name, "selection": selection,
+                                                        "nodes": int(len(ids)), "edges": int(ex.count)})
         except OSError as err:
             if is_disk_full(err):
                 raise
             raise OutputError(f"cannot write {out}: {err.strerror or err}; nothing new was written; "
                               "choose another --out") from err
-        finally:
-            progress.finish()
-            if src is not source:
-                src.close()
-    return ExportResult(out, "parquet", len(ids), engine.count, time.perf_counter() - t0)
+    return ExportResult(out, "parquet", len(ids), ex.count, time.perf_counter() - t0)
 
 
 def export(source, out: str | Path, format: str = "graphml", **kwargs: Any) -> ExportResult:

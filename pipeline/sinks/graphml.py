@@ -7,7 +7,9 @@ through 4-digit lookup tables, floats and strings through small tables of their 
 Each matrix is written as it is; edge order is not meaningful in GraphML.
 
 Floats are written in the shortest form that reads back to the same float32 (Arrow's formatter,
-double-conversion ``ToShortestSingle``), so ``float(text)`` cast to float32 is bit-exact.
+double-conversion ``ToShortestSingle``), so ``float(text)`` cast to float32 is bit-exact. Float
+columns (``weight``, and the export's optional ``abs_weight``) get ``attr.type="double"`` keys,
+which NetworkX and igraph read as Python floats.
 
 The file is written once, in order, to a fresh temporary name beside ``PATH`` and renamed to
 ``PATH`` when complete (never over an existing file unless asked): the header and keys, the edges

@@ -11,6 +11,10 @@ a slice of the zipped (neighbour, data) columns. That is one C-level ``dict.upda
 instead of ``add_edges_from``'s Python loop per edge (about 3x faster, measured), and gives the
 same graph: neighbour order is edge order, a repeated (u, v) keeps its first position and its
 last attributes, and ``G._succ[u][v] is G._pred[v][u]``.
+
+Edge weights are signed, and NetworkX's weighted algorithms (``pagerank``, ``hits``, Dijkstra,
+``dag_longest_path``) read ``weight`` and assume it is non-negative; :data:`ABS_WEIGHT` is the
+attribute holding ``|weight|`` to pass them instead (on request: one more dict entry per edge).
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import schema
+
+#: The edge attribute ``|weight|`` (float) that ``abs_weight=True`` adds, for weighted algorithms.
+#: (Not an extraction column, so not in pipeline.schema; the GraphML export uses the same name.)
+ABS_WEIGHT = "abs_weight"
 
 
 @contextlib.contextmanager
@@ -62,10 +70,11 @@ def add_nodes(G, table: pa.Table) -> np.ndarray:
 
 
 def edge_data(weight: np.ndarray, kind_codes: np.ndarray, kind_names: list[str],
-              extra: dict[str, pa.Array] | None = None) -> list[dict]:
-    """The attribute dict of every edge; equal weights share one float, kinds one str each.
-    ``extra`` columns (coarse granularities: kernel slices, shapes) are added as lists."""
-    data = _weight_kind(weight, kind_codes, kind_names)
+              extra: dict[str, pa.Array] | None = None, abs_weight: bool = False) -> list[dict]:
+    """The attribute dict of every edge; equal weights share one float, kinds one str each;
+    ``abs_weight``: also :data:`ABS_WEIGHT` (``abs(weight)``, exactly). ``extra`` columns (coarse
+    granularities: kernel slices, shapes) are added as lists."""
+    data = _weight_kind(weight, kind_codes, kind_names, abs_weight)
     for name, col in (extra or {}).items():
         with no_gc():
             for d, v in zip(data, col.to_pylist(), strict=True):
@@ -73,19 +82,30 @@ def edge_data(weight: np.ndarray, kind_codes: np.ndarray, kind_names: list[str],
     return data
 
 
-def _weight_kind(weight: np.ndarray, kind_codes: np.ndarray, kind_names: list[str]) -> list[dict]:
-    W, K = schema.WEIGHT, schema.KIND
+def _weight_kind(weight: np.ndarray, kind_codes: np.ndarray, kind_names: list[str], magnitude: bool) -> list[dict]:
+    W, K, A = schema.WEIGHT, schema.KIND, ABS_WEIGHT
     bits, inv = np.unique(np.asarray(weight, np.float32).view(np.uint32), return_inverse=True)
+    inv = inv.reshape(-1)
+    values = bits.view(np.float32).astype(np.float64)
     wobj = np.empty(len(bits), dtype=object)
-    wobj[:] = bits.view(np.float32).astype(np.float64).tolist()
-    w = wobj[inv.reshape(-1)].tolist()
+    wobj[:] = values.tolist()
+    w = wobj[inv].tolist()
+    a = None
+    if magnitude:
+        aobj = np.empty(len(bits), dtype=object)
+        aobj[:] = np.abs(values).tolist()
+        a = aobj[inv].tolist()
     used = np.unique(kind_codes)
     with no_gc():
         if len(used) == 1:
             k = kind_names[int(used[0])]
-            return [{W: a, K: k} for a in w]
+            if a is not None:
+                return [{W: x, K: k, A: y} for x, y in zip(w, a, strict=True)]
+            return [{W: x, K: k} for x in w]
         kinds = np.array(kind_names, dtype=object)[kind_codes].tolist()
-        return [{W: a, K: b} for a, b in zip(w, kinds, strict=True)]
+        if a is not None:
+            return [{W: x, K: b, A: y} for x, b, y in zip(w, kinds, a, strict=True)]
+        return [{W: x, K: b} for x, b in zip(w, kinds, strict=True)]
 
 
 def add_edges(G, node_ids: np.ndarray, node_keys: np.ndarray, source: np.ndarray, target: np.ndarray,
