@@ -6,7 +6,7 @@ scipy's sparse power iteration of the same formula on the same edges.
 
 Extracts VGG16 at 32x32 without its top (247 M relationships; --layers a slice; --quick: block 5,
 12.6 M), bulk-loads it into the MANAGED server (it replaces the database: point CNNGRAPH_HOME at a
-scratch home), projects it (cypher/gds_project.cypher), runs PageRank (as many iterations as the
+scratch home; the model stays there), projects it (cypher/gds_project.cypher), runs PageRank (as many iterations as the
 graph is deep, no tolerance: the exact fixed point) and weighted degree, and reads the heap GDS
 reports for the projection. scipy runs the same number of iterations of the same formula on the
 Parquet edges. The last line is the summary.
@@ -95,7 +95,6 @@ def main() -> None:
         scipy_seconds, _ = scipy_pagerank(folder, depth + 1)
         print(f"pagerank ({depth + 1} iterations, streamed back): {pr_seconds:.1f} s; scipy {scipy_seconds:.1f} s; "
               f"weighted degree in+out {degree_seconds:.1f} s", flush=True)
-        loader.drop(conn, MODEL)
     print(f"gds: project {rels / seconds / 1e6:.2f} M rels/s; pagerank {pr_seconds:.1f} s "
           f"({pr_seconds / scipy_seconds:.1f}x scipy); heap {heap / (1 << 30):.2f} GiB")
 

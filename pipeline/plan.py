@@ -40,9 +40,12 @@ IMPORT_RELS_PER_SECOND = 480_000
 IMPORT_FILE_BYTES = {"csv.gz": (4.45, 8.6), "csv": (31.4, 57.0)}
 
 
-#: Heap bytes of a GDS projection (``cypher/gds_project.cypher``): per neuron, per relationship
-#: with ``weight`` and ``abs_weight`` (8 B each, ~2 B of compressed topology), and per relationship
-#: for the path ``cost``; GDS 2.13.9. ``cypher/gds_memory.cypher`` uses the same figures.
+#: Heap bytes of a GDS projection (``cypher/gds_project.cypher``): a fixed part (GDS 2.13.9 reports
+#: ~100 MiB for a graph of 960 relationships), per neuron, per relationship with ``weight`` and
+#: ``abs_weight`` (8 B each, ~2 B of compressed topology; benchmarks/gds.py measured 286 MB for
+#: 12.6 M relationships), and per relationship for the path ``cost``. ``cypher/gds_memory.cypher``
+#: uses the same figures.
+GDS_FIXED_BYTES = 100 << 20
 GDS_NODE_BYTES = 40
 GDS_RELATIONSHIP_BYTES = 18
 GDS_PATH_BYTES = 8
@@ -50,7 +53,7 @@ GDS_PATH_BYTES = 8
 
 def gds_bytes(nodes: int, edges: int, paths: bool = False) -> int:
     """The heap a weighted GDS projection of this many neurons and relationships takes."""
-    return nodes * GDS_NODE_BYTES + edges * (GDS_RELATIONSHIP_BYTES + (GDS_PATH_BYTES if paths else 0))
+    return GDS_FIXED_BYTES + nodes * GDS_NODE_BYTES + edges * (GDS_RELATIONSHIP_BYTES + (GDS_PATH_BYTES if paths else 0))
 
 
 def import_file_bytes(edges: int, nodes: int, input_type: str = "csv.gz") -> int:

@@ -1,5 +1,5 @@
 // Strongest path between two neurons: the path of largest product of |w| (Dijkstra on the `cost`
-// property, ln(top) - ln|w|, which gds_project adds when run with paths: true).
+// property, ln(top) - ln|w|, which gds_project_paths adds).
 // Parameters: $graph, $model, $source, $target (neuron ids), e.g.
 //   :param {graph: 'vgg16', model: 'vgg16', source: 10, target: 123456}
 // Exact among paths with the same number of edges (every path between two neurons of a model

@@ -214,7 +214,7 @@ class Neo4jSource(Source):
             tables.append(pa.table({
                 schema.ID: np.array(rec["id"], np.int64),
                 schema.LAYER: layer,
-                schema.LAYER_TYPE: pa.DictionaryArray.from_arrays(layer.indices, ltype),
+                schema.LAYER_TYPE: ltype.take(layer.indices).dictionary_encode(),  # one entry per type
                 **{p: np.array(rec[p], np.int32) for p in schema.POSITION},
                 schema.BIAS: np.array(rec["bias"], np.float64).astype(np.float32),
                 schema.ACTIVATION: pa.array(rec["act"], pa.string()).dictionary_encode(),

@@ -54,7 +54,7 @@ def project(conn: server.Connection, model: str, graph: str | None = None, *,
     Refuses (:class:`Neo4jError`) when the projection will not fit in the free heap, naming the
     heap it needs, and when a projection of that name exists (drop it first: :func:`drop`).
     ``min_abs_weight`` keeps edges with |w| >= it (the memory check counts all edges, an upper
-    bound); ``paths`` adds the ``cost`` property for ``gds_strongest_path``; ``heap_fraction``: the
+    bound); ``paths`` adds the ``cost`` property for ``gds_strongest_path`` (``gds_project_paths``); ``heap_fraction``: the
     share of the free heap the projection may take (leave room for algorithms and other users).
     """
     graph = db.validate_name(graph or model, "projection name")
@@ -75,8 +75,8 @@ def project(conn: server.Connection, model: str, graph: str | None = None, *,
             "projections, or select less with --min-abs-weight")
     progress.message(f"projecting {model!r} into GDS as {graph!r}: {mem['relationships']:,} relationships, "
                      f"about {human_bytes(needed)} of heap ...")
-    rows = _run(conn, "gds_project", {"model": model, "graph": graph, "min_abs_weight": min_abs_weight,
-                                      "paths": paths}, "the GDS projection")
+    rows = _run(conn, "gds_project_paths" if paths else "gds_project",
+                {"model": model, "graph": graph, "min_abs_weight": min_abs_weight}, "the GDS projection")
     return rows[0]
 
 
