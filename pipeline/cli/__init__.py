@@ -3,7 +3,7 @@
 This package is the only place that imports click. Library errors become one ``Error: ...`` line
 and exit status 1 (``--debug`` shows the traceback); click's own usage errors exit 2. The
 commands live one module per stage (``extract``: plan, extract, verify, run; ``load``: load, drop;
-``neo4j``; ``gds``; ``export``; ``cypher``), their shared options in ``options``.
+``neo4j``; ``gds``; ``export``; ``cypher``; ``analyze``; ``diff``), their shared options in ``options``.
 """
 
 from __future__ import annotations
@@ -84,10 +84,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register_commands() -> None:
     """Attach the commands, one module per stage (each imports lazily what its command needs)."""
-    from pipeline.cli import cypher, export, extract, gds, load, neo4j
+    from pipeline.cli import analyze, cypher, diff, export, extract, gds, load, neo4j
 
     for command in (extract.plan, extract.extract, extract.verify, extract.run_command, cypher.cypher_command,
-                    neo4j.neo4j_group, gds.gds_group, load.load_command, load.drop_command, export.export_command):
+                    neo4j.neo4j_group, gds.gds_group, load.load_command, load.drop_command, export.export_command,
+                    analyze.analyze_command, diff.diff_command):
         cli.add_command(command)
 
 

@@ -20,7 +20,7 @@ from pipeline.extract.tables import node_table
 if TYPE_CHECKING:
     from pipeline.spec import ModelGraph
 
-__all__ = ["NEO4J_PREFIX", "FolderSource", "LayerInfo", "ModelSource", "Source", "open_source"]
+__all__ = ["NEO4J_PREFIX", "FolderSource", "LayerInfo", "ModelSource", "Source", "model_spec_of", "open_source"]
 
 NEO4J_PREFIX = "neo4j:"
 
@@ -113,6 +113,18 @@ class FolderSource(Source):
                     tables.append(table.filter(pa.array(keep)))
         table = concat_nodes(tables, self.granularity)
         return table.take(np.argsort(table.column(schema.ID).to_numpy(), kind="stable"))
+
+
+def model_spec_of(source):
+    """The :class:`~pipeline.model.ModelSpec` ``source`` names (a ModelSpec, or a model name or file:
+    neither a folder nor ``neo4j:NAME``), else None: what a stage builds in a child process."""
+    from pipeline.model import ModelSpec
+
+    if isinstance(source, ModelSpec):
+        return source
+    if isinstance(source, (str, Path)) and not str(source).startswith(NEO4J_PREFIX) and not Path(source).is_dir():
+        return ModelSpec(str(source))
+    return None
 
 
 def open_source(source, conn=None, check: bool = True) -> Source:

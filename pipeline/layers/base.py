@@ -236,6 +236,48 @@ def reused_buffers(capacity: int) -> Iterator[Arena]:
         _ARENA.reset(token)
 
 
+@dataclass(frozen=True)
+class PairBlock:
+    """What :func:`emit_pairs` was asked to materialise, before expansion into single edges.
+
+    Edges ``src_base[p] + pair_src[k] -> tgt_base[p] + pair_tgt[k]`` with weight ``pair_w[k]``
+    (times ``pos_w[p]``, rounded to float32, when given). The arrays belong to the caller: a
+    consumer reads them at once and keeps no reference.
+    """
+
+    src_base: np.ndarray
+    tgt_base: np.ndarray
+    pair_src: np.ndarray
+    pair_tgt: np.ndarray
+    pair_w: np.ndarray
+    kind: str
+    pos_w: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.src_base) * len(self.pair_src)
+
+
+#: A consumer of whole blocks: returns True when it took the block (emit_pairs then yields nothing).
+BlockConsumer = Callable[[PairBlock], bool]
+
+_CONSUMER: ContextVar[BlockConsumer | None] = ContextVar("cnngraph_block_consumer", default=None)
+
+
+@contextmanager
+def block_consumer(fn: BlockConsumer) -> Iterator[None]:
+    """Offer every :func:`emit_pairs` block to ``fn`` while the block runs (reducers, not writers).
+
+    Blocks ``fn`` takes produce no chunks; the others are materialised as usual, so the chunks a
+    consumer still sees plus the blocks it took are exactly the layer's edges. Analysis uses it to
+    reduce whole kernels at once; extraction never sets it, so its output does not change.
+    """
+    token = _CONSUMER.set(fn)
+    try:
+        yield
+    finally:
+        _CONSUMER.reset(token)
+
+
 def emit_pairs(
     src_base: np.ndarray,
     tgt_base: np.ndarray,
@@ -250,9 +292,13 @@ def emit_pairs(
 
     Weight is ``pair_w[k]`` (times ``pos_w[p]`` when given). Pairs outermost, positions innermost;
     chunks hold at most ``max_edges`` edges (at least one pair row, split over positions if needed).
+    Under :func:`block_consumer`, the consumer may take the whole block instead.
     """
     n_pos, n_pairs = len(src_base), len(pair_src)
     if n_pos == 0 or n_pairs == 0:
+        return
+    consumer = _CONSUMER.get()
+    if consumer is not None and consumer(PairBlock(src_base, tgt_base, pair_src, pair_tgt, pair_w, kind, pos_w)):
         return
     if n_pos > max_edges:  # huge position sets: split them, one pair at a time
         for p0 in range(0, n_pos, max_edges):

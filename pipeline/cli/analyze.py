@@ -1,0 +1,66 @@
+"""``cnngraph analyze``: a thin shell over :func:`pipeline.analyze.analyze`."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.cli.options import model_build_options, note_weights, progress_bar, silent_option
+
+
+@click.command("analyze")
+@click.argument("source")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder of the tables.")
+@model_build_options
+@click.option("--target", default=None, metavar="LAYER:INDEX",
+              help="Add influence on this neuron and the strongest path into it (INDEX: h,w,c or a unit number).")
+@click.option("--class", "klass", type=click.IntRange(0), default=None, metavar="K",
+              help="The target is unit K of the last layer.")
+@click.option("--thresholds", default=None, metavar="T1,T2,..",
+              help="|w| thresholds of the sweep  [default: 0,1e-4,1e-3,3e-3,0.01,0.03,0.1]")
+@click.option("--layers", default=None, metavar="FIRST:LAST", help="Edges into the layers FIRST..LAST (names or indexes).")
+@click.option("--min-abs-weight", type=float, default=None, metavar="T", help="Only edges with |weight| >= T.")
+@click.option("--workers", type=int, default=None, help="Local worker processes (model sources)  [default: the cores]")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Who runs a model source's tasks: local processes, or a Dask cluster.")
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="Dask scheduler address, for --executor dask.")
+@click.option("--no-check", is_flag=True, help="Folder sources: skip checking the files against their sha256.")
+@click.option("--write", is_flag=True, help="neo4j:NAME sources: also store the per-neuron measures as node properties.")
+@silent_option
+def analyze_command(source: str, out: str, input_shape: str | None, no_top: bool, weights: str | None, seed: int,
+                    target: str | None, klass: int | None, thresholds: str | None, layers: str | None,
+                    min_abs_weight: float | None, workers: int | None, executor: str, scheduler: str | None,
+                    no_check: bool, write: bool, silent: bool) -> None:
+    """Exact streaming measures of SOURCE's neuron graph, written as Parquet tables into OUT.
+
+    SOURCE is a model (name or file; edges made on the fly by worker processes), a folder written
+    by `cnngraph extract`, or neo4j:NAME. Writes neurons.parquet (degree, strength, PageRank,
+    influence with a target), layers.parquet (weight statistics), thresholds.parquet (a |w| sweep),
+    path.parquet (strongest path into the target) and analysis.json; all on |weight|. For
+    neo4j:NAME, PageRank runs in GDS when the server has it; --write stores the measures on the
+    neurons (n.pagerank, n.in_strength, ...) for Browser queries.
+    """
+    from pathlib import Path
+
+    from pipeline.analyze import analyze, columns
+    from pipeline.cli.options import model_spec
+    from pipeline.export import NEO4J_PREFIX
+    from pipeline.extract.executors import make_executor
+
+    progress = progress_bar(silent)
+    src = source
+    if not source.startswith(NEO4J_PREFIX) and not Path(source).is_dir():
+        src = model_spec(source, input_shape, no_top, weights, seed)
+        note_weights(src, progress)
+    elif input_shape or no_top or weights:
+        raise click.UsageError("--input-shape, --no-top and --weights apply to model sources only")
+    runner = make_executor(executor, workers, scheduler)
+    try:
+        res = analyze(src, out, target=target, klass=klass, progress=progress, executor=runner,
+                      thresholds=thresholds if thresholds is not None else columns.DEFAULT_THRESHOLDS,
+                      check=not no_check, write=write, layers=layers, min_abs_weight=min_abs_weight)
+    finally:
+        progress.finish()
+    passes = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items() if k != "total")
+    what = f"; strongest path of {len(res.path)} neurons" if res.target is not None else ""
+    click.echo(f"analyzed {res.neurons:,} neurons and {res.edges:,} edges into {res.out} in "
+               f"{res.seconds['total']:.1f} s ({passes}){what}")
