@@ -142,15 +142,17 @@ def plan(graph: ModelGraph, layer_range: str | None = None, granularity: str = "
     result = Plan(model=graph.name, layers=layers)
     result.nodes = sum(lp.nodes for lp in layers)
     result.edges = sum(lp.edges for lp in layers)
-    result.bytes = {
-        sink: int(result.edges * BYTES_PER_EDGE[sink] + result.nodes * BYTES_PER_NODE[sink])
-        for sink in BYTES_PER_EDGE
-    }
     params = {s.name: s.params for s in chosen}
-    result.bytes["parquet"] = int(
-        sum(parquet_edge_bytes(lp.edges, params.get(lp.name, 0)) for lp in layers) + PARQUET_NODE * result.nodes
-    )
+    result.bytes = sink_bytes(result.nodes, result.edges, [(lp.edges, params.get(lp.name, 0)) for lp in layers])
     return result
+
+
+def sink_bytes(nodes: int, edges: int, layers: list[tuple[int, int]]) -> dict[str, int]:
+    """Estimated bytes of a graph of this size in each sink; ``layers``: (edges, distinct weights)
+    of each layer, since Parquet stores a repeated weight about once."""
+    out = {sink: int(edges * BYTES_PER_EDGE[sink] + nodes * BYTES_PER_NODE[sink]) for sink in BYTES_PER_EDGE}
+    out["parquet"] = int(sum(parquet_edge_bytes(e, w) for e, w in layers) + PARQUET_NODE * nodes)
+    return out
 
 
 def parquet_edge_bytes(edges: int, weights: int) -> float:

@@ -84,13 +84,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register_commands() -> None:
     """Attach the commands, one module per stage (each imports lazily what its command needs)."""
-    from pipeline.cli import analyze, cypher, diff, export, extract, gds, load, neo4j
+    from pipeline.cli import analyze, cypher, diff, export, extract, gds, load, neo4j, report
 
     for command in (extract.plan, extract.extract, extract.verify, extract.run_command, cypher.cypher_command,
                     neo4j.neo4j_group, gds.gds_group, load.load_command, load.drop_command, export.export_command,
-                    analyze.analyze_command, diff.diff_command):
+                    analyze.analyze_command, diff.diff_command, report.report_command):
         cli.add_command(command)
-
 
 _register_commands()
 
