@@ -22,6 +22,7 @@ from pipeline.model_files import (
     IN_MEMORY_WEIGHTS,
     MODEL_FILE_SUFFIXES,
     MODEL_FILE_WEIGHTS,
+    ONNX_SUFFIX,
     SAFE_KERAS,
     build_imagenet,
     check_provenance,
@@ -88,11 +89,21 @@ def _unknown_model(name: str) -> ModelError:
     if close:
         said = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
         return ModelError(f"unknown model {name!r}: did you mean {said}? "
-                          "(a keras.applications name, or a .keras/.h5 file)")
+                          "(a keras.applications name, or a .keras/.h5/.onnx file)")
     return ModelError(
-        f"unknown model {name!r}: give a .keras/.h5 file or a keras.applications name "
+        f"unknown model {name!r}: give a .keras/.h5/.onnx file or a keras.applications name "
         "such as vgg16, vgg19, resnet50, mobilenet_v2"
     )
+
+
+def _onnx_builder() -> Callable[..., Any]:
+    """pipeline.onnx.build_onnx, or the error that says how to install the onnx extra."""
+    try:
+        from pipeline.onnx import build_onnx
+    except ImportError as err:
+        raise ModelError(f"reading .onnx files needs onnx and onnxruntime ({err}): "
+                         "pip install 'cnngraph[onnx]'") from err
+    return build_onnx
 
 
 def load_model(spec: ModelSpec):
@@ -103,6 +114,8 @@ def load_model(spec: ModelSpec):
     ImageNet weights (downloaded once into Keras's cache); a weights file is loaded into the
     model; without weights an application gets seeded random weights, biases and BN statistics.
     """
+    if spec.source.lower().endswith(ONNX_SUFFIX):
+        return _onnx_builder()(spec)[0]
     quiet_tensorflow()
     import keras
 
@@ -304,6 +317,12 @@ def _weight_name(var) -> str:
 
 
 def build(spec: ModelSpec, reader: Callable[[Any], np.ndarray] = read_weight) -> tuple[Any, ModelGraph]:
-    """Load the model a spec names and walk it (``reader`` as in :func:`walk`)."""
+    """Load the model a spec names and walk it (``reader`` as in :func:`walk`).
+
+    A .onnx file is read and walked by :mod:`pipeline.onnx`: the model is then an
+    :class:`~pipeline.onnx.OnnxModel` (onnxruntime), not a Keras model.
+    """
+    if spec.source.lower().endswith(ONNX_SUFFIX):
+        return _onnx_builder()(spec, reader)
     model = load_model(spec)
     return model, walk(model, spec, reader)

@@ -1,4 +1,4 @@
-"""Model files and where a model came from: reading .keras/.h5 files safely, weights, provenance.
+"""Model files and where a model came from: reading .keras/.h5 files safely (.onnx: pipeline.onnx), weights, provenance.
 
 Files are read in Keras's safe mode after a Keras version check and a Lambda scan of their config
 (no code from a file runs); ImageNet weights come through Keras's own download; :func:`provenance`
@@ -17,7 +17,10 @@ from pipeline.errors import ModelError, UsageError
 from pipeline.spec import ModelGraph, ModelSpec
 
 #: Model file name endings :func:`load_model` reads.
-MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5", ".onnx")
+
+#: The ending of ONNX model files (read by :mod:`pipeline.onnx`, not Keras).
+ONNX_SUFFIX = ".onnx"
 
 
 #: The manifest's ``weights`` of a model file that brings its own weights.
