@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline import activations, schema
 from pipeline.dataset import LayerEntry, Manifest, check_files, edge_batches, load_manifest, node_batches
-from pipeline.errors import OutputError, VerificationError
+from pipeline.errors import ModelError, OutputError, VerificationError
 from pipeline.extract.tasks import CHUNK_EDGES, layer_tasks, task_edges
 from pipeline.layers import registry
 from pipeline.layers.base import EdgeChunk
@@ -284,7 +284,8 @@ def verify(
     progress: Progress = NULL,
     check: bool = True,
 ) -> VerifyResult:
-    """Replay the graph (from the engine, or from an extraction folder) against Keras.
+    """Replay the graph (from the engine, or from an extraction folder) against Keras (against
+    onnxruntime for an ONNX model: :class:`pipeline.onnx.OnnxModel`).
 
     A folder must come from a model shaped like ``graph``, and with ``check`` its files must
     have their recorded sha256, before anything is replayed.
@@ -295,7 +296,8 @@ def verify(
     else:
         layers = graph_layers(graph)
     inputs = random_inputs(graph, samples, seed)
-    if hasattr(model, "layer_outputs"):  # an ONNX model (pipeline.onnx.OnnxModel): onnxruntime is the reference
+    onnx = hasattr(model, "layer_outputs")  # an ONNX model (pipeline.onnx.OnnxModel): onnxruntime is the reference
+    if onnx:
         reference = model.layer_outputs(graph, inputs)
     else:
         reference = keras_outputs(model, graph, _in_model_order(model, graph, inputs))
@@ -303,9 +305,11 @@ def verify(
     progress.start(total_edges * samples, "edge-evals", "verify")
     result = VerifyResult(tolerance=tolerance, samples=samples, edges=total_edges)
     for name, out in replay(layers, inputs, graph.total_neurons, _Scaled(progress, samples)):
-        if name not in reference:  # a part of a Keras layer (<sep>/depthwise): checked through the layer
+        if name not in reference:  # a part of a layer (<sep>/depthwise, an ONNX node's /pad): checked through it
             continue
         ref = reference[name].astype(np.float64)
+        if onnx and ref.shape != out.shape:
+            raise ModelError(f"layer {name}: onnxruntime gives shape {ref.shape[1:]}, the graph {out.shape[1:]}")
         scale = max(float(np.abs(ref).max()), 1e-12)
         result.errors[name] = float(np.abs(out - ref).max()) / scale
     progress.finish()

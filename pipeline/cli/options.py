@@ -26,6 +26,17 @@ def model_build_options(fn: F) -> F:
     return fn
 
 
+def target_options(target_help: str):
+    """--target, --class and --thresholds of the analysis (``analyze``, ``report``)."""
+    def decorate(fn: F) -> F:
+        fn = click.option("--thresholds", default=None, metavar="T1,T2,..",
+                          help="|w| thresholds of the sweep  [default: 0,1e-4,1e-3,3e-3,0.01,0.03,0.1]")(fn)
+        fn = click.option("--class", "klass", type=click.IntRange(0), default=None, metavar="K",
+                          help="The target is unit K of the last layer.")(fn)
+        return click.option("--target", default=None, metavar="LAYER:INDEX", help=target_help)(fn)
+    return decorate
+
+
 def model_options(fn: F) -> F:
     """The MODEL argument and the options that say how to build it (every command that takes MODEL)."""
     return click.argument("model")(model_build_options(fn))

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli.options import model_build_options, note_weights, progress_bar, silent_option
+from pipeline.cli.options import (
+    model_build_options,
+    note_weights,
+    progress_bar,
+    silent_option,
+    target_options,
+)
 
 
 @click.command("report")
 @click.argument("source")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder of the page.")
 @model_build_options
-@click.option("--target", default=None, metavar="LAYER:INDEX",
-              help="Add influence maps and the strongest path into this neuron (INDEX: h,w,c or a unit number).")
-@click.option("--class", "klass", type=click.IntRange(0), default=None, metavar="K",
-              help="The target is unit K of the last layer.")
-@click.option("--thresholds", default=None, metavar="T1,T2,..",
-              help="|w| thresholds of the sweep  [default: 0,1e-4,1e-3,3e-3,0.01,0.03,0.1]")
+@target_options("Add influence maps and the strongest path into this neuron (INDEX: h,w,c or a unit number).")
 @click.option("--workers", type=int, default=None, help="Local worker processes (model sources)  [default: the cores]")
 @click.option("--no-check", is_flag=True, help="Folder sources: skip checking the files against their sha256.")
 @silent_option

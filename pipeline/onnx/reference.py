@@ -76,44 +76,11 @@ def build_onnx(spec: ModelSpec, reader=None) -> tuple[OnnxModel, ModelGraph]:
 
 def verify_onnx(model: OnnxModel, graph: ModelGraph, folder: str | Path | None = None, samples: int = 2,
                 seed: int = 0, tolerance: float | None = None, progress: Progress = NULL, check: bool = True):
-    """Replay the graph (from the engine, or an extraction folder) against onnxruntime.
-
-    The same result as :func:`pipeline.replay.verify`: the worst relative error of every layer
-    that owns neurons (the parts of a node, like its ``/pad``, are checked through the node).
-    """
-    from pipeline.plan import plan
-    from pipeline.replay import (
-        TOLERANCE,
-        VerifyResult,
-        check_same_model,
-        folder_layers,
-        graph_layers,
-        random_inputs,
-        replay,
-    )
+    """Replay the graph (from the engine, or an extraction folder) against onnxruntime:
+    :func:`pipeline.replay.verify`, which takes an ONNX model's reference from onnxruntime (the
+    parts of a node, like its ``/pad``, are checked through the node)."""
+    from pipeline.replay import TOLERANCE, verify
 
     if not isinstance(model, OnnxModel):
         raise ModelError("verify_onnx needs the OnnxModel that build_onnx or load_onnx returned")
-    if folder is not None:
-        check_same_model(graph, folder)
-        layers = folder_layers(folder, check=check, progress=progress)
-    else:
-        layers = graph_layers(graph)
-    inputs = random_inputs(graph, samples, seed)
-    reference = model.layer_outputs(graph, inputs)
-    the_plan = plan(graph)
-    per_layer = {lp.name: lp.edges for lp in the_plan.layers}
-    progress.start(the_plan.edges * samples, "edge-evals", "verify")
-    result = VerifyResult(tolerance=TOLERANCE if tolerance is None else tolerance, samples=samples,
-                          edges=the_plan.edges)
-    for name, out in replay(layers, inputs, graph.total_neurons):
-        progress.advance(per_layer.get(name, 0) * samples)
-        if name not in reference:  # a part of a node (its /pad): checked through the node
-            continue
-        ref = reference[name].astype(np.float64)
-        if ref.shape != out.shape:
-            raise ModelError(f"layer {name}: onnxruntime gives shape {ref.shape[1:]}, the graph {out.shape[1:]}")
-        scale = max(float(np.abs(ref).max()), 1e-12)
-        result.errors[name] = float(np.abs(out - ref).max()) / scale
-    progress.finish()
-    return result
+    return verify(model, graph, folder, samples, seed, TOLERANCE if tolerance is None else tolerance, progress, check)
