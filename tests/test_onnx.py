@@ -4,19 +4,17 @@ and replayed over its edges against onnxruntime, node by node (every intermediat
 from __future__ import annotations
 
 import numpy as np
+import onnx  # the test extra has onnx and onnxruntime: a missing one fails, never skips
+import onnxruntime  # noqa: F401
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from pipeline.errors import ModelError, UnsupportedLayerError, UsageError  # noqa: E402
-from pipeline.extract import extract  # noqa: E402
-from pipeline.onnx import SUPPORTED_OPS, load_onnx, verify_onnx, walk_onnx  # noqa: E402
-from pipeline.plan import plan  # noqa: E402
-from pipeline.spec import ModelSpec  # noqa: E402
-from tests.helpers import TOL  # noqa: E402
+from pipeline.errors import ModelError, UnsupportedLayerError, UsageError
+from pipeline.extract import extract
+from pipeline.onnx import SUPPORTED_OPS, load_onnx, verify_onnx, walk_onnx
+from pipeline.plan import plan
+from pipeline.spec import ModelSpec
+from tests.helpers import TOL
 
 
 class Net:
