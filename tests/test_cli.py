@@ -70,7 +70,7 @@ def test_unknown_model():
     res = run("plan", "nosuchnet")
     assert res.exit_code == 1
     assert res.output.strip().splitlines()[-1] == (
-        "Error: unknown model 'nosuchnet': give a .keras/.h5 file or a keras.applications name such as "
+        "Error: unknown model 'nosuchnet': give a .keras/.h5/.onnx file or a keras.applications name such as "
         "vgg16, vgg19, resnet50, mobilenet_v2"
     )
 
@@ -139,7 +139,7 @@ def test_unknown_model_suggests_the_closest_names():
     res = run("plan", "vgg61")
     assert res.exit_code == 1
     assert res.output.strip() == (
-        "Error: unknown model 'vgg61': did you mean vgg19 or vgg16? (a keras.applications name, or a .keras/.h5 file)"
+        "Error: unknown model 'vgg61': did you mean vgg19 or vgg16? (a keras.applications name, or a .keras/.h5/.onnx file)"
     )
 
 
