@@ -6,9 +6,9 @@ import click
 
 from pipeline.cli.options import (
     model_build_options,
-    note_weights,
     progress_bar,
     silent_option,
+    source_or_model,
     target_options,
 )
 
@@ -40,20 +40,11 @@ def analyze_command(source: str, out: str, input_shape: str | None, no_top: bool
     neo4j:NAME, PageRank runs in GDS when the server has it; --write stores the measures on the
     neurons (n.pagerank, n.in_strength, ...) for Browser queries.
     """
-    from pathlib import Path
-
     from pipeline.analyze import analyze, columns
-    from pipeline.cli.options import model_spec
-    from pipeline.export import NEO4J_PREFIX
     from pipeline.extract.executors import make_executor
 
     progress = progress_bar(silent)
-    src = source
-    if not source.startswith(NEO4J_PREFIX) and not Path(source).is_dir():
-        src = model_spec(source, input_shape, no_top, weights, seed)
-        note_weights(src, progress)
-    elif input_shape or no_top or weights:
-        raise click.UsageError("--input-shape, --no-top and --weights apply to model sources only")
+    src = source_or_model(source, input_shape, no_top, weights, seed, progress)
     runner = make_executor(executor, workers, scheduler)
     try:
         res = analyze(src, out, target=target, klass=klass, progress=progress, executor=runner,

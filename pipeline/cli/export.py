@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from pipeline.cli.options import model_build_options, note_weights, progress_bar, silent_option
+from pipeline.cli.options import (
+    model_build_options,
+    progress_bar,
+    silent_option,
+    source_or_model,
+)
 
 
 @click.command("export")
@@ -43,20 +48,13 @@ def export_command(source: str, out: str, fmt: str, input_shape: str | None, no_
     are taken in it. Weights are signed: for PageRank, HITS or paths in NetworkX or igraph, export
     with --abs-weight and pass weight="abs_weight".
     """
-    from pathlib import Path
 
     from pipeline import export
-    from pipeline.cli.options import model_spec
     from pipeline.plan import human_bytes
 
     progress = progress_bar(silent)
     try:
-        src = source
-        if not source.startswith(export.NEO4J_PREFIX) and not Path(source).is_dir():
-            src = model_spec(source, input_shape, no_top, weights, seed)
-            note_weights(src, progress)
-        elif input_shape or no_top or weights:
-            raise click.UsageError("--input-shape, --no-top and --weights apply to model sources only")
+        src = source_or_model(source, input_shape, no_top, weights, seed, progress)
         if overwrite and fmt != "graphml":
             raise click.UsageError("--overwrite applies to GraphML files; a Parquet export folder of ours "
                                    "is always replaced")

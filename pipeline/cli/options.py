@@ -69,6 +69,21 @@ def model_spec(model: str, input_shape: str | None, no_top: bool, weights: str |
     return ModelSpec(model, parse_input_shape(input_shape), not no_top, weights, seed)
 
 
+def source_or_model(source: str, input_shape: str | None, no_top: bool, weights: str | None, seed: int,
+                    progress: Progress):
+    """SOURCE as the export-like commands take it: a folder or ``neo4j:NAME`` as given, else the
+    ModelSpec it names (the model options apply to models only)."""
+    from pathlib import Path
+
+    if source.startswith("neo4j:") or Path(source).is_dir():
+        if input_shape or no_top or weights:
+            raise click.UsageError("--input-shape, --no-top and --weights apply to model sources only")
+        return source
+    spec = model_spec(source, input_shape, no_top, weights, seed)
+    note_weights(spec, progress)
+    return spec
+
+
 def note_weights(spec, progress: Progress) -> None:
     """Tell the user when an application's weights are seeded random ones."""
     from pipeline.model_files import random_weights_note

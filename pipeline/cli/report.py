@@ -6,9 +6,9 @@ import click
 
 from pipeline.cli.options import (
     model_build_options,
-    note_weights,
     progress_bar,
     silent_option,
+    source_or_model,
     target_options,
 )
 
@@ -32,20 +32,11 @@ def report_command(source: str, out: str, input_shape: str | None, no_top: bool,
     influence of every input pixel and the strongest path; for neo4j:NAME also GDS's PageRank.
     Pictures are PNG files beside the page, the numbers behind them in OUT/data; it opens offline.
     """
-    from pathlib import Path
-
     from pipeline.analyze import columns
-    from pipeline.cli.options import model_spec
-    from pipeline.export import NEO4J_PREFIX
     from pipeline.report import report
 
     progress = progress_bar(silent)
-    src = source
-    if not source.startswith(NEO4J_PREFIX) and not Path(source).is_dir():
-        src = model_spec(source, input_shape, no_top, weights, seed)
-        note_weights(src, progress)
-    elif input_shape or no_top or weights:
-        raise click.UsageError("--input-shape, --no-top and --weights apply to model sources only")
+    src = source_or_model(source, input_shape, no_top, weights, seed, progress)
     try:
         res = report(src, out, target=target, klass=klass, progress=progress, workers=workers, check=not no_check,
                      thresholds=thresholds if thresholds is not None else columns.DEFAULT_THRESHOLDS)
