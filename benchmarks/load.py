@@ -2,6 +2,7 @@
 
     CNNGRAPH_HOME=/tmp/x CNNGRAPH_NEO4J_PORT=17695 python benchmarks/load.py [--dir EXTRACTION]
         [--quick] [--input-types csv,parquet] [--plain-rows 500000] [--sample 2000]
+        [--writers N] [--kills 20]
 
 Uses an extracted slice (default: extracts VGG16 at 32x32x3, no top, layers
 block1_pool:block2_conv1 = 114,688 neurons and 17.4 M relationships; --quick: a 0.47 M-edge toy
@@ -9,14 +10,21 @@ model; --dir: an existing extraction), then on the MANAGED server (it replaces t
 point CNNGRAPH_HOME at a scratch home): bulk import with each input type, the online loader, a
 plain UNWIND-of-row-maps baseline (batches of 10k, MATCH by (model, id), no checkpoints, no
 prefetch; on the first --plain-rows edges, rate extrapolated) and one auto-commit transaction per
-row (--sample rows). Prints where the bulk time goes, store bytes per relationship and the
-server's memory. The last line is the summary.
+row (--sample rows); the online loader with 1 and with --writers N writers (default min(4,
+cores)); then --kills SIGKILL trials: a subprocess loading the 0.47 M-edge toy model with N
+writers is killed at a random moment, the load is rerun, and the counts per layer and the absence
+of duplicate (source, target) relationships are checked. Prints where the bulk time goes, store
+bytes per relationship and the server's memory. The last line is the summary.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
+import re
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -78,6 +86,58 @@ def edge_rows(dir: Path, limit: int):
     return pa.concat_tables(parts)
 
 
+def admin_seconds(log: str) -> float:
+    """neo4j-admin's own import time from its log ("IMPORT DONE in 1m 17s 999ms")."""
+    m = re.findall(r"IMPORT DONE in (?:(\d+)m )?(\d+)s (\d+)ms", log)[-1]
+    return int(m[0] or 0) * 60 + int(m[1]) + int(m[2]) / 1000
+
+
+KILLED = """
+import sys
+from pipeline.neo4j import loader
+loader.load(sys.argv[1], "online", sys.argv[2], writers=int(sys.argv[3]), batch_size=int(sys.argv[4]),
+            check=False)
+"""
+
+
+def kill_trials(dir: Path, trials: int, writers: int, batch_size: int, drv) -> int:
+    """SIGKILL a loading subprocess at a random moment, rerun the load, check it: trials exact."""
+    from pipeline.neo4j import loader
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-c", KILLED, str(dir)]
+    t = time.perf_counter()
+    subprocess.run([*cmd, "benchkillfull", str(writers), str(batch_size)], env=env, check=True)
+    full = time.perf_counter() - t
+    rng = random.Random(14)
+    exact = 0
+    for trial in range(trials):
+        name = f"benchkill{trial}"
+        proc = subprocess.Popen([*cmd, name, str(writers), str(batch_size)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 0.95) * full)
+        killed = proc.poll() is None
+        if killed:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        try:
+            r = loader.load(dir, "online", name, writers=writers, batch_size=batch_size,
+                            check=False)
+            records, _, _ = drv.execute_query(
+                "MATCH (a:Neuron {model: $m})-[r:CONNECTS]->(b) WITH a, b, count(r) AS n "
+                "RETURN count(*) AS pairs, sum(n) AS rels, sum(CASE WHEN n > 1 THEN 1 END) AS dups",
+                m=name)
+            ok = not records[0]["dups"] and records[0]["rels"] == r.relationships
+        except Exception as err:  # noqa: BLE001 - reported, counted as not exact
+            print(f"  trial {trial}: {type(err).__name__}: {err}", flush=True)
+            ok = False
+        exact += ok
+        print(f"  kill trial {trial}: {'killed' if killed else 'finished before the kill'}, "
+              f"resumed {'exact' if ok else 'WRONG'}", flush=True)
+    return exact
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", type=Path, help="an existing extraction folder to load")
@@ -87,13 +147,16 @@ def main() -> None:
     ap.add_argument("--plain-rows", type=int, default=500_000,
                     help="edges for the plain UNWIND baseline")
     ap.add_argument("--sample", type=int, default=2000, help="rows for the per-row baseline")
+    ap.add_argument("--writers", type=int, default=None,
+                    help="online writers (default min(4, cores))")
+    ap.add_argument("--kills", type=int, default=20, help="SIGKILL trials")
     args = ap.parse_args()
     if os.environ.get("NEO4J_URI"):
         sys.exit("benchmarks/load.py needs the managed server (bulk import): unset NEO4J_URI")
 
     import psutil
 
-    from pipeline.neo4j import loader, server
+    from pipeline.neo4j import loader, server, writers
 
     tmp = Path(tempfile.mkdtemp(prefix="cnngraph-bench-"))
     t = time.perf_counter()
@@ -105,12 +168,13 @@ def main() -> None:
     managed = server.ManagedServer()
     print(f"server: heap {managed.heap}, page cache {managed.pagecache}", flush=True)
 
-    bulk_rate = {}
+    bulk_rate, end_rate, admin_rate = {}, {}, {}
     for input_type in args.input_types.split(","):
         r = loader.load(dir, "bulk", "benchbulk", replace=True, input_type=input_type,
                         work_dir=tmp)
         files_import = r.timings["write_files"] + r.timings["import"]
         bulk_rate[input_type] = edges / files_import
+        end_rate[input_type] = edges / r.seconds
         split = ", ".join(f"{k} {v:.1f}s" for k, v in r.timings.items())
         print(f"bulk {input_type:8s}: {split} (import = server stop + neo4j-admin + start); "
               f"files + import {files_import:.1f}s -> {bulk_rate[input_type]:,.0f} rels/s; "
@@ -119,6 +183,7 @@ def main() -> None:
         stages = [line.strip() for line in log.splitlines()
                   if "COMPLETED in" in line or "IMPORT DONE" in line]
         print("  neo4j-admin: " + "; ".join(stages), flush=True)
+        admin_rate[input_type] = edges / admin_seconds(log)
     store = dir_bytes(managed.home / "data" / "databases" / "neo4j")
     print(f"store after bulk: {store:,} bytes = {store / edges:.1f} bytes per relationship "
           "(nodes and indexes included)", flush=True)
@@ -163,11 +228,30 @@ def main() -> None:
     per_row = len(rows) / (time.perf_counter() - t)
     print(f"one transaction per row: {per_row:,.0f} rels/s ({len(rows)} rows)", flush=True)
     drv.close()
+
+    n = args.writers or writers.default_writers()
+    managed.reset_database(restart=True)
+    conn = server.connection()
+    drv = server.driver(conn, notifications_min_severity="OFF")
+    r = loader.load(dir, "online", "benchpar", replace=True, conn=conn, writers=n)
+    parallel = edges / r.timings["write"]
+    print(f"online, {n} writers: {r.timings['write']:.1f}s writing ({r.batches_done} batches) -> "
+          f"{parallel:,.0f} rels/s (nodes included; {parallel / online:.2f}x one writer, "
+          f"{parallel / plain:.1f}x plain UNWIND); end to end {r.seconds:.1f}s -> "
+          f"{edges / r.seconds:,.0f} rels/s", flush=True)
+
+    managed.reset_database(restart=True)
+    toy = build(tmp / "toy", quick=True)
+    exact = kill_trials(toy, args.kills, n, 20_000, drv) if args.kills else 0
+    drv.close()
     managed.reset_database(restart=True)
     loader.remove(tmp)
-    best = max(bulk_rate, key=bulk_rate.get)
-    print(f"load: bulk {bulk_rate[best]:,.0f} rels/s ({best}); online {online:,.0f} rels/s; "
-          f"online vs plain UNWIND {online / plain:.1f}x; vs per-row {online / per_row:.1f}x")
+    best = max(end_rate, key=end_rate.get)
+    print(f"  (also: online 1 writer {online:,.0f} rels/s, {online / plain:.1f}x plain UNWIND; "
+          f"per-row {per_row:,.0f} rels/s)", flush=True)
+    print(f"load: bulk {end_rate[best]:,.0f} rels/s end to end ({end_rate[best] / admin_rate[best]:.2f}x "
+          f"neo4j-admin alone); online {parallel:,.0f} rels/s ({parallel / plain:.1f}x plain UNWIND, "
+          f"{n} writers); kills {exact}/{args.kills} resumed exact")
 
 
 if __name__ == "__main__":

@@ -30,11 +30,12 @@ BYTES_PER_NODE = {"parquet": 3.0, "neo4j": 120.0, "networkx": 700.0, "graphml": 
 PARQUET_EDGE = 0.3
 PARQUET_WEIGHT = 4.0
 PARQUET_NODE = 1.0
-#: Relationships per second of a bulk load (writing the import files, neo4j-admin import, server
-#: stop and start) measured by benchmarks/load.py on a 17.4 M-relationship VGG16 slice on a shared
-#: 2-core machine (docs/graph-model.md). Used to state the expected bulk import time; it scales
-#: with cores and disks.
-IMPORT_RELS_PER_SECOND = 480_000
+#: Relationships per second of a bulk load end to end (writing the import files while the
+#: server stops, neo4j-admin import, server start, schema, count check), benchmarks/load.py's
+#: 17.4 M-relationship VGG16 slice on a 2-core machine: 176 k rels/s measured (shared, load
+#: average ~5; neo4j-admin alone 253-355 k). Used to state the expected bulk import time; it
+#: scales with cores and disks.
+IMPORT_RELS_PER_SECOND = 180_000
 #: neo4j-admin import files (``cnngraph load --files-only``): (bytes per edge, bytes per node),
 #: measured on VGG16 48x48 with its top (626 M edges): csv.gz 4.45 / 8.6, csv 31.4 / 57.
 IMPORT_FILE_BYTES = {"csv.gz": (4.45, 8.6), "csv": (31.4, 57.0)}

@@ -18,6 +18,9 @@ from pipeline.cli.options import progress_bar, silent_option
               help="bulk: discard the database's contents; online: drop a model of that name first.")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
               help="Rows per online transaction (default 100000).")
+@click.option("--writers", type=click.IntRange(1), default=None,
+              help="online: concurrent transactions, whose batches share no neuron "
+                   "(default min(4, CPU cores)).")
 @click.option("--files-only", "files_only", type=click.Path(file_okay=False), default=None,
               help="bulk: only write neo4j-admin import files and import.sh into this folder, for a "
                    "Neo4j server on another machine.")
@@ -31,7 +34,7 @@ from pipeline.cli.options import progress_bar, silent_option
                    "(saves reading them once; a damaged file then fails mid-load).")
 @silent_option
 def load_command(dir: str, mode: str, model_name: str | None, replace: bool, batch_size: int | None,
-                 files_only: str | None, after_import: bool, input_type: str | None, check: bool,
+                 writers: int | None, files_only: str | None, after_import: bool, input_type: str | None, check: bool,
                  silent: bool) -> None:
     """Load the extraction folder DIR into Neo4j and check the counts."""
     from pipeline.neo4j import bulk, loader
@@ -39,10 +42,14 @@ def load_command(dir: str, mode: str, model_name: str | None, replace: bool, bat
 
     if (files_only or after_import) and mode != "bulk":
         raise click.UsageError("--files-only and --after-import belong to --mode bulk")
+    if writers is not None and mode != "online":
+        raise click.UsageError("--writers belongs to --mode online")
     if files_only and after_import:
         raise click.UsageError("--files-only and --after-import are two steps: run them one after the other")
     progress = progress_bar(silent)
-    kwargs = {"batch_size": batch_size} if batch_size else {}
+    kwargs: dict = {"batch_size": batch_size} if batch_size else {}
+    if mode == "online":
+        kwargs["writers"] = writers  # None: the default, min(4, cores)
     try:
         if files_only:
             files = bulk.write_server_files(dir, files_only, model_name, input_type or "csv.gz", progress,

@@ -99,22 +99,25 @@ class Neo4jSource(Source):
 
     # id(a), not a.id: a property read per edge costs the server about a third of the query;
     # the neuron ids of sources are looked up once per node (_neuron_ids). b.id is free: the
-    # match on it caches it.
+    # match on it caches it. Kinds: min and max per batch cost the server a few percent, where
+    # collect(DISTINCT r.kind) (a hash set per edge) cost a third; a batch whose min and max
+    # differ (a layer mixing kinds: none of the shipped layer types) is read again with a kind
+    # per edge.
     _RETURN = ("RETURN collect(id(a)) AS s, collect(b.id) AS t, collect(r.weight) AS w, "
-               "collect(DISTINCT r.kind) AS ks")
+               "min(r.kind) AS k0, max(r.kind) AS k1")
 
     def _batch(self, match: str, params: dict) -> Edges:
-        """One batch of edges; runs in a fetch thread. Kinds come back as one distinct list; only
-        a batch that mixes kinds is read again with a kind per edge."""
+        """One batch of edges; runs in a fetch thread."""
         extra = self.extra_edge_columns
         query = match + self._RETURN + "".join(f", collect(r.{f.name}) AS {f.name}" for f in extra)
         rec = self._query(query, m=self.model, **params)[0]
-        if len(rec["ks"]) > 1:
-            rec = self._query(query.replace("collect(DISTINCT r.kind) AS ks", "collect(r.kind) AS k"),
+        if rec["k0"] != rec["k1"]:
+            rec = self._query(query.replace("min(r.kind) AS k0, max(r.kind) AS k1", "collect(r.kind) AS k"),
                               m=self.model, **params)[0]
-            codes = np.array([kind_code(k) for k in rec["k"]], np.uint8)
+            names = {name: kind_code(name) for name in set(rec["k"])}
+            codes = np.array([names[k] for k in rec["k"]], np.uint8)
         else:
-            codes = np.full(len(rec["s"]), kind_code(rec["ks"][0]) if rec["ks"] else 0, np.uint8)
+            codes = np.full(len(rec["s"]), kind_code(rec["k0"]) if rec["k0"] is not None else 0, np.uint8)
         return Edges(self._neuron_ids(np.array(rec["s"], np.int64)), np.array(rec["t"], np.int64),
                      np.array(rec["w"], np.float64).astype(np.float32), codes,
                      {f.name: pa.array(rec[f.name], f.type) for f in extra})

@@ -78,7 +78,7 @@ def validate_name(name: str, what: str = "model name") -> str:
 def neuron_labels(layer_type: str) -> str:
     """The label expression of a layer's neurons, e.g. ``:Neuron:Conv2D``."""
     validate_name(layer_type, "layer type label")
-    if layer_type in ("Neuron", "Layer", "Model", "LoadState"):
+    if layer_type in ("Neuron", "Layer", "Model", "LoadState", "LoadWriter"):
         raise errors.UsageError(f"layer type {layer_type!r} clashes with a cnngraph label")
     return f":Neuron:`{layer_type}`"
 
@@ -377,11 +377,12 @@ def drop_model(driver: neo4j.Driver, name: str, progress: Progress = NULL) -> di
 
 
 def _mark_dropping_tx(tx, name: str) -> int:
-    """Mark the model ``dropping`` and delete its checkpoint (locks: model, then checkpoint, as
-    in :func:`write_model`). Returns the number of nodes deleted."""
+    """Mark the model ``dropping`` and delete its checkpoints (the load's and its parallel writers';
+    locks: model, then checkpoint, as in :func:`write_model`). Returns the number of nodes deleted."""
     summary = tx.run(
         "OPTIONAL MATCH (m:Model {name: $name}) SET m.status = $dropping "
-        "WITH count(m) AS models OPTIONAL MATCH (s:LoadState {model: $name}) DETACH DELETE s",
+        "WITH count(m) AS models OPTIONAL MATCH (s:LoadState {model: $name}) DETACH DELETE s "
+        "WITH count(*) AS states OPTIONAL MATCH (w:LoadWriter {model: $name}) DELETE w",
         name=name, dropping=DROPPING,
     ).consume()
     return summary.counters.nodes_deleted

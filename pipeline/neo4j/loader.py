@@ -5,7 +5,8 @@
   import full`` (which replaces the whole database), starts the server and applies the schema.
   Managed server only.
 * **online** (:mod:`pipeline.neo4j.online`) sends columnar batches over Bolt, each committed with
-  its checkpoint, so a rerun after a crash continues where it stopped; any server.
+  its checkpoint, so a rerun after a crash continues where it stopped; any server. Several
+  writers (``writers=N``) run batches that share no node, each with its own checkpoint.
 
 Both first check the extraction's files against the sha256 sums in its manifest
 (:func:`pipeline.dataset.check_files`; ``check=False`` skips it), before anything is written.
@@ -61,6 +62,7 @@ def load(
     input_type: str = INPUT_TYPE,
     work_dir: str | Path | None = None,
     check: bool = True,
+    writers: int | None = 1,
 ) -> LoadResult:
     """Load the extraction folder ``dir`` into Neo4j as model ``model_name``.
 
@@ -80,6 +82,9 @@ def load(
     work_dir : where bulk import files are written (default: the system temp folder).
     check : first check every listed file against the manifest's sha256 (nothing is written
         when one is missing or changed).
+    writers : online: concurrent transactions (None: ``writers.default_writers()``, min(4,
+        cores)); their batches share no node (:mod:`pipeline.neo4j.writers`). A resumed load
+        keeps its first partitioning.
 
     Returns
     -------
@@ -102,7 +107,7 @@ def load(
         return bulk.load_bulk(dir, manifest, name, replace, progress, conn=conn,
                               input_type=input_type, work_dir=work_dir)
     return load_online(dir, manifest, name, replace, progress, conn=conn,
-                       batch_size=batch_size, retry_time=retry_time)
+                       batch_size=batch_size, retry_time=retry_time, writers=writers)
 
 
 def drop(conn: Connection | None = None, name: str = "", progress: Progress = NULL) -> dict[str, int]:

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from pipeline import errors, schema
 from pipeline.neo4j import db
+from pipeline.neo4j import writers as parallel
 from pipeline.neo4j.common import LoadResult, finish, layer_files, layer_type, open_driver, replaced_error
 from pipeline.progress import NULL, Progress
 
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 BATCH_SIZE = 100_000
 #: Which query form the online loader uses for relationships (see :func:`edge_batch`).
 EDGE_QUERY = "id"
-_UNIT = 1_000_000  # batch id = file number * _UNIT + batch number within the file
 
 
 def _column(name: str, values: np.ndarray | pa.ChunkedArray, params: dict) -> str:
@@ -172,40 +171,6 @@ def edge_batch(table: pa.Table, model: str, nids: NeuronIds | None = None,
             "WITH v[$s[i]] AS a, v[$t[i]] AS b, i " + create), params
 
 
-def _units(dir: Path, manifest: dict, batch_size: int, done: set[int], model: str,
-           kind: str, nids: NeuronIds | None = None):
-    """Yield (unit id, rows, query, params) for every batch of ``kind`` ("nodes" or "edges")
-    not in ``done``; done batches come with ``query=None`` and negative rows."""
-    node_files = layer_files(dir, manifest, "node_files")
-    files = node_files + layer_files(dir, manifest, "edge_files")
-    first = 0 if kind == "nodes" else len(node_files)
-    last = len(node_files) if kind == "nodes" else len(files)
-    for f in range(first, last):
-        path = files[f][1]
-        pf = pq.ParquetFile(path)
-        groups = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
-        per_group = [(rows + batch_size - 1) // batch_size for rows in groups]
-        ids = [f * _UNIT + k for k in range(sum(per_group))]
-        k = 0
-        for g, rows in enumerate(groups):
-            mine = ids[k:k + per_group[g]]
-            if all(u in done for u in mine):  # skip without reading
-                for j, unit in enumerate(mine):
-                    yield unit, -min(batch_size, rows - j * batch_size), None, None
-            else:
-                table = pf.read_row_group(g)  # memory: one row group at a time
-                for j, unit in enumerate(mine):
-                    part = table.slice(j * batch_size, batch_size)
-                    if unit in done:
-                        yield unit, -part.num_rows, None, None
-                    elif kind == "nodes":
-                        yield (unit, part.num_rows, *node_batch(part, model))
-                    else:
-                        yield (unit, part.num_rows, *edge_batch(part, model, nids))
-                del table
-            k += per_group[g]
-
-
 def _prefetch(iterator, depth: int = 3):
     """Run ``iterator`` in a thread (Parquet reading and list building overlap the server)."""
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -240,7 +205,7 @@ def _retryable(err: BaseException) -> bool:
 
 
 def write_batch(session: neo4j.Session, model: str, unit: int, query: str, params: dict, run: str,
-                fingerprint: str) -> bool:
+                fingerprint: str, token: str | None = None) -> bool:
     """Run one batch and its checkpoint in one transaction. False if it was already done.
 
     ``run`` and ``fingerprint`` are the load's (:func:`load_online` passes them for every batch).
@@ -248,14 +213,16 @@ def write_batch(session: neo4j.Session, model: str, unit: int, query: str, param
     The transaction first locks the checkpoint (so two loaders of one model cannot both write a
     batch) and checks that it and the ``:Model`` still belong to this load (``run``,
     ``fingerprint``; a drop deletes the checkpoint first, under the same lock): otherwise the
-    internal node ids this load holds may be another model's, and it stops.
+    internal node ids this load holds may be another model's, and it stops. With ``token`` it
+    also stops when another loader took the checkpoint over (:func:`pipeline.neo4j.writers.claim`).
     """
     with session.begin_transaction() as tx:
         record = tx.run(
             "OPTIONAL MATCH (s:LoadState {model: $model}) SET s.writer = $unit "
             "WITH s OPTIONAL MATCH (m:Model {name: $model}) "
             "RETURN s IS NOT NULL AS checkpoint, s.run AS run, $unit IN s.done AS done, "
-            "m.load_run AS model_run, m.fingerprint AS fingerprint, m.status AS status",
+            "m.load_run AS model_run, m.fingerprint AS fingerprint, m.status AS status, "
+            "s.owner AS owner",
             model=model, unit=unit,
         ).single()
         ours = record["model_run"] == run and record["fingerprint"] == fingerprint
@@ -264,6 +231,8 @@ def write_batch(session: neo4j.Session, model: str, unit: int, query: str, param
         if not (record["checkpoint"] and record["run"] == run and ours
                 and record["status"] != db.DROPPING):
             raise replaced_error(model, f"before batch {unit}")
+        if token is not None and record["owner"] != token:
+            raise parallel.taken_over_error(model, unit)
         if record["done"]:
             return False
         summary = tx.run(query, params).consume()
@@ -282,9 +251,15 @@ def write_batch(session: neo4j.Session, model: str, unit: int, query: str, param
 
 def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
                 progress: Progress = NULL, *, conn: Connection | None = None,
-                batch_size: int = BATCH_SIZE, retry_time: float = 60.0) -> LoadResult:
+                batch_size: int = BATCH_SIZE, retry_time: float = 60.0,
+                writers: int | None = 1) -> LoadResult:
     """The online loader (see :func:`pipeline.neo4j.loader.load`): ``manifest`` and ``name`` are
-    already validated (:func:`pipeline.neo4j.common.manifest_and_name`)."""
+    already validated (:func:`pipeline.neo4j.common.manifest_and_name`). ``writers`` (None:
+    :func:`pipeline.neo4j.writers.default_writers`) concurrent transactions write batches that
+    share no node (:mod:`pipeline.neo4j.writers`)."""
+    writers = parallel.default_writers() if writers is None else writers
+    if writers < 1:
+        raise errors.UsageError(f"--writers must be at least 1, not {writers}")
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     conn, driver = open_driver(conn, progress)
@@ -312,62 +287,93 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
                                   time.perf_counter() - t0, skipped=True)
             state = db.write_model(driver, manifest, name, "online", db.LOADING,
                                       {"batch_size": batch_size, "run": uuid.uuid4().hex})
-            done, batch_size, run = set(state["done"]), int(state["batch_size"]), state["run"]
+            batch_size, run = int(state["batch_size"]), state["run"]
+            first_edge = len(layer_files(dir, manifest, "node_files")) * parallel.UNIT
+            with driver.session() as session:
+                token, parts, done = parallel.claim(
+                    session, name, run, writers, writers,
+                    any(u >= first_edge for u in state["done"]))
         timings["prepare"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
         total = int(manifest["nodes"]) + int(manifest["edges"])
         progress.start(total, "row", f"online load {name}")
-        written = skipped = 0
-        with driver.session() as session:
-            nids = None
+        lock = threading.Lock()
+        counts = {"written": 0, "skipped": len(done)}
+        sessions: dict[int, neo4j.Session] = {}
+        nids = None
+
+        def advance(rows: int) -> None:
+            with lock:
+                progress.advance(rows)
+
+        def work(writer: int, unit: int, table: pa.Table) -> None:
+            query, params = (node_batch(table, name) if nids is None
+                             else edge_batch(table, name, nids))
+            if writer not in sessions:
+                sessions[writer] = driver.session()
+            if writers == 1:
+                write, owner = write_batch, (run, fp, token)
+            else:
+                write, owner = parallel.write_parallel, (run, fp, token, writer)
+            with lock:
+                written = counts["written"]
+            new = _run_with_retry(write, sessions[writer], name, unit, query, params, owner,
+                                  retry_time, uri, written, progress, writers)
+            with lock:
+                counts["written" if new else "skipped"] += 1
+                progress.advance(table.num_rows)
+
+        try:
             for kind in ("nodes", "edges"):
                 if kind == "edges" and EDGE_QUERY != "key":
                     t = time.perf_counter()
-                    with db.translate(uri, f"online load of {name!r}"):
-                        nids = NeuronIds.fetch(session, manifest, name)
+                    with db.translate(uri, f"online load of {name!r}"), driver.session() as s:
+                        nids = NeuronIds.fetch(s, manifest, name)
                     timings["node_ids"] = time.perf_counter() - t
-                for unit, rows, query, params in _prefetch(
-                        _units(dir, manifest, batch_size, done, name, kind, nids)):
-                    if query is None:
-                        skipped += 1
-                        progress.advance(-rows)
-                        continue
-                    if _run_with_retry(session, name, unit, query, params, (run, fp),
-                                       retry_time, uri, written, progress):
-                        written += 1
-                    else:
-                        skipped += 1
-                    progress.advance(rows)
+                parallel.run_rounds(
+                    _prefetch(parallel.rounds(dir, manifest, kind, batch_size, parts, done)),
+                    writers, work, advance)
+        finally:
+            for session in sessions.values():
+                session.close()
         progress.finish()
         timings["write"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        finish(driver, manifest, name, "online", uri, run)
+        with db.translate(uri, f"online load of {name!r}"):
+            finish(driver, manifest, name, "online", uri, run)
+            driver.execute_query("MATCH (w:LoadWriter {model: $name, run: $run}) DELETE w",
+                                 name=name, run=run)
         timings["verify"] = time.perf_counter() - t2
     finally:
         driver.close()
     return LoadResult(name, "online", int(manifest["nodes"]), int(manifest["edges"]),
                       len(manifest["layers"]), time.perf_counter() - t0, timings,
-                      batches_done=written, batches_skipped=skipped)
+                      batches_done=counts["written"], batches_skipped=counts["skipped"])
 
 
-def _run_with_retry(session, name, unit, query, params, owner, retry_time, uri, written, progress):
+def _run_with_retry(write, session, name, unit, query, params, owner, retry_time, uri, written,
+                    progress, writers=1):
+    """``write(session, name, unit, query, params, *owner)``, transient errors (deadlocks, a
+    lost connection, a restarting server) retried with backoff for ``retry_time`` seconds."""
     deadline = time.monotonic() + retry_time
     delay = 0.2
     while True:
         try:
-            return write_batch(session, name, unit, query, params, *owner)
+            return write(session, name, unit, query, params, *owner)
         except Exception as err:  # noqa: BLE001 - classified just below
             if not _retryable(err):
                 with db.translate(uri, f"online load of {name!r}"):
                     raise
             if time.monotonic() + delay > deadline:
+                hint = (f"; if it keeps failing with deadlocks, rerun with fewer --writers "
+                        f"(now {writers})" if writers > 1 else "")
                 raise errors.Neo4jUnavailable(
                     f"Neo4j at {uri} failed during the online load of {name!r} after "
                     f"{written} new batches ({type(err).__name__}: {err}); the load is "
-                    "checkpointed: start the server and rerun the same command to resume"
+                    f"checkpointed: start the server and rerun the same command to resume{hint}"
                 ) from err
             progress.message(f"retrying batch {unit} in {delay:.1f}s: {type(err).__name__}")
-            time.sleep(delay)
+            time.sleep(delay * (0.5 + np.random.random()))  # jitter: writers do not retry in step
             delay = min(delay * 2, 5.0)

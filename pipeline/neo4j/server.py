@@ -25,6 +25,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -343,7 +345,8 @@ class ManagedServer(ServerHome):
         database: str = "neo4j",
         restart: bool | None = None,
         store_bytes: int | None = None,
-    ) -> None:
+        prepare: Callable[[], list[str]] | None = None,
+    ) -> dict[str, float]:
         """Run ``neo4j-admin database import full <args> -- <database>`` on this home.
 
         The server is stopped first when running. ``restart``: None (default) starts it again only
@@ -352,25 +355,46 @@ class ManagedServer(ServerHome):
         "--relationships=CONNECTS=r.csv", "--overwrite-destination=true"]``; paths are best absolute.
         ``store_bytes``: the expected size of the new store (:func:`store_bytes`); when given, an
         :class:`~pipeline.errors.OutputError` refuses before the server is stopped unless the data
-        disk has room for it.
+        disk has room for it. ``prepare``: runs in a thread while the server stops (e.g. writing
+        the import files) and returns more ``args``; when it raises, nothing is imported, the
+        server runs again if it ran, and its error is raised.
 
         Output goes to ``logs/import.log``. A failure raises :class:`Neo4jError` with its tail,
         saying what became of the old database (untouched when the importer stopped before
         writing; otherwise it was deleted by ``--overwrite-destination`` and the unusable partial
-        store is removed, so the database is empty) and whether the server runs again.
+        store is removed, so the database is empty) and whether the server runs again. Returns
+        the seconds of each part: ``stop`` (waiting for it after ``prepare``), ``neo4j_admin``,
+        ``start``.
         """
+        timings: dict[str, float] = {}
         with self.locked(progress):
             self.install(progress)
             self.prepare_dirs()
             if store_bytes:
                 admin.require_room(self, store_bytes)
-            again = self._offline(restart)
+            with ThreadPoolExecutor(1, thread_name_prefix="cnngraph-prepare") as pool:
+                ready = pool.submit(prepare) if prepare is not None else None
+                t0 = time.perf_counter()
+                again = self._offline(restart)
+                timings["stop"] = time.perf_counter() - t0
+                if ready is not None:
+                    try:
+                        args = [*args, *ready.result()]
+                    except BaseException:
+                        if again:
+                            self.start(progress)
+                        raise
             self.write_conf()
+            t1 = time.perf_counter()
             failure = admin.import_full(self, args, database, progress)
+            timings["neo4j_admin"] = time.perf_counter() - t1
             if failure is not None:
                 raise failure.error(self._start_again(again, progress))
             if again:
+                t2 = time.perf_counter()
                 self.start(progress)
+                timings["start"] = time.perf_counter() - t2
+        return timings
 
     def _start_again(self, again: bool, progress: Progress) -> str:
         """After a failed import: start the server again if ``again``; says how that went."""
