@@ -301,14 +301,15 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
         lock = threading.Lock()
         counts = {"written": 0, "skipped": len(done)}
         sessions: dict[int, neo4j.Session] = {}
-        nids = None
+        nids: NeuronIds | None = None
+        stage = {"kind": "nodes"}
 
         def advance(rows: int) -> None:
             with lock:
                 progress.advance(rows)
 
         def work(writer: int, unit: int, table: pa.Table) -> None:
-            query, params = (node_batch(table, name) if nids is None
+            query, params = (node_batch(table, name) if stage["kind"] == "nodes"
                              else edge_batch(table, name, nids))
             if writer not in sessions:
                 sessions[writer] = driver.session()
@@ -326,6 +327,7 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
 
         try:
             for kind in ("nodes", "edges"):
+                stage["kind"] = kind
                 if kind == "edges" and EDGE_QUERY != "key":
                     t = time.perf_counter()
                     with db.translate(uri, f"online load of {name!r}"), driver.session() as s:
