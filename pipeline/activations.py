@@ -23,10 +23,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:  # Keras default: approximate=False
-    from math import erf, sqrt
+def _erf(x: np.ndarray) -> np.ndarray:
+    from math import erf
 
-    return 0.5 * x * (1.0 + np.vectorize(erf)(x / sqrt(2.0)))
+    return np.vectorize(erf, otypes=[np.float64])(x)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:  # Keras default: approximate=False
+    return 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)))
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:  # gelu(approximate=True); ONNX Gelu(approximate='tanh')
+    return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
 
 _SIMPLE: dict[str, Fn] = {
@@ -43,6 +51,8 @@ _SIMPLE: dict[str, Fn] = {
     "swish": lambda x: x * _sigmoid(x),
     "silu": lambda x: x * _sigmoid(x),
     "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
+    "erf": _erf,
     "exponential": np.exp,
     "hard_sigmoid": lambda x: np.clip(x / 6.0 + 0.5, 0.0, 1.0),
     "hard_silu": lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
@@ -65,6 +75,11 @@ def relu_name(max_value: float | None, negative_slope: float, threshold: float) 
 def elu_name(alpha: float) -> str:
     """The name of an ELU with the given alpha."""
     return "elu" if float(alpha) == 1.0 else f"elu(alpha={float(alpha)!r})"
+
+
+def hard_sigmoid_name(alpha: float, beta: float) -> str:
+    """The name of ``max(0, min(1, alpha * x + beta))`` (Keras's hard_sigmoid has alpha 1/6, beta 0.5)."""
+    return f"hard_sigmoid(alpha={float(alpha)!r},beta={float(beta)!r})"
 
 
 def _param_relu(text: str) -> Fn:
@@ -90,4 +105,8 @@ def get(name: str) -> Fn:
     if m:
         alpha = float(m.group(1))
         return lambda x: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+    m = re.fullmatch(r"hard_sigmoid\(alpha=(.*),beta=(.*)\)", name)
+    if m:
+        alpha, beta = float(m.group(1)), float(m.group(2))
+        return lambda x: np.clip(alpha * x + beta, 0.0, 1.0)
     raise KeyError(f"activation {name!r} is not supported; supported: {', '.join(sorted(_SIMPLE))}")

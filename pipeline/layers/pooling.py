@@ -2,6 +2,10 @@
 
 Max pooling edges have weight 1 (replay takes the maximum: every possible choice). Average pooling
 edges have weight 1 / (number of in-bounds members), as TensorFlow excludes padding.
+
+Keras configs give ``padding`` 'valid' or 'same'. Front ends may give explicit ``(before, after)``
+pads per axis instead (a list; :meth:`Window.explicit`) and a ``dilation_rate`` (ONNX MaxPool):
+a window then covers only its members inside the input, so max and average stay exact.
 """
 
 from __future__ import annotations
@@ -21,6 +25,17 @@ class Pooling(Windowed):
         "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
     )
     kernel_key, dilation_key = "pool_size", "_none"
+
+    def window(self, spec: LayerSpec) -> Window:
+        cfg = spec.config
+        padding = cfg.get("padding", "valid")
+        if isinstance(padding, str) and "dilation_rate" not in cfg:
+            return super().window(spec)  # Keras pooling: no dilation
+        args = (spec.inputs[0].shape[:-1], spec.output.shape[:-1], cfg["pool_size"],
+                cfg.get("strides") or cfg["pool_size"], cfg.get("dilation_rate", 1))
+        if isinstance(padding, str):
+            return Window.make(*args, padding.lower())
+        return Window.explicit(*args, padding)
 
     def activation(self, spec: LayerSpec) -> str:
         return "linear"

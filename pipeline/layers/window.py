@@ -2,6 +2,8 @@
 
 ``'same'`` padding splits the total padding with the smaller half first (asymmetric when odd);
 ``'causal'`` pads only before. Padded cells are constants: they yield no positions.
+:meth:`Window.explicit` takes pads as given (ONNX's per-side ``pads``, ``ceil_mode`` windows past
+the end): the same rule, so a max or an average over a window covers only its real members.
 """
 
 from __future__ import annotations
@@ -50,6 +52,30 @@ class Window:
                 raise ValueError(f"output size {o} differs from the expected {expect} (padding {padding})")
             pad.append(before)
         return cls(tuple(in_shape), tuple(out_shape), kernel, strides, dilation, tuple(pad))
+
+    @classmethod
+    def explicit(cls, in_shape, out_shape, kernel, strides, dilation, pads) -> Window:
+        """A window with explicit ``(before, after)`` pads per axis; every window needs a real member.
+
+        The output size is ``out_shape`` (it may run past ``after``, as ONNX's ``ceil_mode`` does);
+        cells outside the input yield no positions, whichever side they are on.
+        """
+        n = len(in_shape)
+        kernel, strides, dilation = _tuple(kernel, n), _tuple(strides, n), _tuple(dilation, n)
+        pads = [(int(p), int(p)) if isinstance(p, int) else (int(p[0]), int(p[1])) for p in pads]
+        if len(pads) != n or min(min(p) for p in pads) < 0:
+            raise ValueError(f"pads {pads} are not (before, after) >= 0 for {n} axes")
+        window = cls(tuple(in_shape), tuple(out_shape), kernel, strides, dilation, tuple(b for b, _ in pads))
+        geometry = zip(in_shape, out_shape, pads, kernel, strides, dilation, strict=True)
+        for axis, (i, o, (b, e), k, s, d) in enumerate(geometry):
+            if (o - 1) * s + (k - 1) * d + 1 > i + b + e + s - 1:
+                raise ValueError(f"output size {o} on axis {axis} runs past the pads ({b}, {e}) by a whole stride")
+            members = np.zeros(o, dtype=np.int64)
+            for kk in range(k):
+                members[window.axis_valid(axis, kk)[0]] += 1
+            if o < 1 or not members.all():
+                raise ValueError(f"a window on axis {axis} has no member inside the input (pads ({b}, {e}))")
+        return window
 
     @property
     def offsets(self) -> list[tuple[int, ...]]:

@@ -2,9 +2,10 @@
 
 Graph inputs become InputLayers named after them; each node that computes values becomes a layer
 named after the node (its first output when unnamed), with the Keras type and config of the
-translator that has its semantics (:mod:`pipeline.onnx.convert`); Flatten, Reshape, Identity and
-Dropout alias their input. The returned :class:`OnnxWalk` also says which ONNX value each layer
-holds, so :mod:`pipeline.onnx.reference` can compare replay with onnxruntime.
+translator that has its semantics (:mod:`pipeline.onnx.convert`); re-indexing ops (Flatten, Reshape,
+Transpose, ...: :mod:`pipeline.onnx.reindex`) alias their input where they can. The returned
+:class:`OnnxWalk` also says which ONNX value each layer holds, so :mod:`pipeline.onnx.reference` can
+compare replay with onnxruntime.
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ from onnx import numpy_helper
 
 from pipeline.errors import ModelError, UsageError
 from pipeline.model_files import provenance
-from pipeline.onnx.convert import CONVERTERS, attrs, label
+from pipeline.onnx import reindex
+from pipeline.onnx.convert import CONVERTERS as _COMPUTING
+from pipeline.onnx.convert import attrs, label
 from pipeline.onnx.values import ONNX_DOC, Reference, Walker
 from pipeline.spec import ModelGraph, ModelSpec
+
+#: ONNX op type -> converter (the default domain).
+CONVERTERS = {**_COMPUTING, **reindex.CONVERTERS}
 
 #: ONNX ops this front end converts (default domain).
 SUPPORTED_OPS = sorted(CONVERTERS)
@@ -87,6 +93,36 @@ def _opset(proto: onnx.ModelProto) -> int:
     return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=13)
 
 
+def _fold(w: Walker, node: onnx.NodeProto) -> bool:
+    """Compute a node on constants only (the shape arithmetic exporters write, a shared weight's
+    Identity) or a Shape (our shapes are fixed; the batch is 1, as every sample runs alone); True if done."""
+    ins = [i for i in node.input if i]
+    if node.domain not in ("", "ai.onnx") or not ins:
+        return False
+    if node.op_type == "Shape" and ins[0] in w.values:
+        a = attrs(node)
+        shape = np.asarray([1, *w.values[ins[0]].onnx_ids().shape], np.int64)
+        w.constants[node.output[0]] = shape[a.get("start", 0) : a.get("end", len(shape))]
+        return True
+    feeds = {i: w.const(i) for i in ins}
+    if any(v is None for v in feeds.values()):
+        return False
+    from onnx.reference import ReferenceEvaluator
+
+    infos = [onnx.helper.make_tensor_value_info(i, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+             for i, v in feeds.items()]
+    outs = [onnx.helper.make_empty_tensor_value_info(o) for o in node.output if o]
+    model = onnx.helper.make_model(onnx.helper.make_graph([node], "fold", infos, outs),
+                                   opset_imports=[onnx.helper.make_opsetid("", w.opset)])
+    try:
+        values = ReferenceEvaluator(model).run(None, {i: np.asarray(v) for i, v in feeds.items()})
+    except Exception:  # an op the evaluator lacks: the converters decide (and name the node)
+        return False
+    for o, v in zip([o for o in node.output if o], values, strict=True):
+        w.constants[o] = np.asarray(v)
+    return True
+
+
 def walk_full(source: str | Path | onnx.ModelProto, spec: ModelSpec | None = None, reader: Any = None) -> OnnxWalk:
     """Walk an ONNX model; ``reader`` maps each weight (an object with ``numpy()``) to its array."""
     from pipeline.layers import registry
@@ -113,7 +149,7 @@ def walk_full(source: str | Path | onnx.ModelProto, spec: ModelSpec | None = Non
     if not inputs:
         raise ModelError("the ONNX graph has no tensor input")
     for node in g.node:
-        if node.op_type == "Constant" or id(node) in w.done:
+        if node.op_type == "Constant" or id(node) in w.done or _fold(w, node):
             continue
         convert = CONVERTERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if convert is None:
@@ -123,6 +159,7 @@ def walk_full(source: str | Path | onnx.ModelProto, spec: ModelSpec | None = Non
     for out in g.output:
         if out.name not in w.values:
             raise ModelError(f"graph output {out.name!r} is not a computed tensor (a constant?); see {ONNX_DOC}")
+        w.value(out.name, out.name, "output")  # a pending re-indexing gets its layer
     for s in w.layers:
         registry.get(s.type, s.name).check(s)
     name = g.name or (Path(source).stem if not isinstance(source, onnx.ModelProto) else "onnx_model")
