@@ -10,8 +10,8 @@ model; --dir: an existing extraction), then on the MANAGED server (it replaces t
 point CNNGRAPH_HOME at a scratch home): bulk import with each input type, the online loader, a
 plain UNWIND-of-row-maps baseline (batches of 10k, MATCH by (model, id), no checkpoints, no
 prefetch; on the first --plain-rows edges, rate extrapolated) and one auto-commit transaction per
-row (--sample rows); the online loader with 1 and with --writers N writers (default min(4,
-cores)); then --kills SIGKILL trials: a subprocess loading the 0.47 M-edge toy model with N
+row (--sample rows); the online loader with 1 and with --writers N writers (default min(4, the
+server's cores)); then --kills SIGKILL trials: a subprocess loading the 0.47 M-edge toy model with N
 writers is killed at a random moment, the load is rerun, and the counts per layer and the absence
 of duplicate (source, target) relationships are checked. Prints where the bulk time goes, store
 bytes per relationship and the server's memory. The last line is the summary.
@@ -227,9 +227,9 @@ def main() -> None:
             "CREATE (a)-[:ROW {weight: $weight, kind: $kind}]->(b)", **row)
     per_row = len(rows) / (time.perf_counter() - t)
     print(f"one transaction per row: {per_row:,.0f} rels/s ({len(rows)} rows)", flush=True)
+    n = args.writers or writers.default_writers(drv)
     drv.close()
 
-    n = args.writers or writers.default_writers()
     managed.reset_database(restart=True)
     conn = server.connection()
     drv = server.driver(conn, notifications_min_severity="OFF")

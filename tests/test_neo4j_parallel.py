@@ -184,3 +184,12 @@ def test_cli_writers(neo4j_conn, neo4j_driver, wide_dir, monkeypatch):
     assert duplicate_relationships(neo4j_driver, "cliwriters") == 0
     assert_round_trip(neo4j_driver, wide_dir, "cliwriters")
     loader.drop(neo4j_conn, "cliwriters")
+
+
+def test_default_writers_follow_the_servers_cores(neo4j_driver):
+    """The server says how many cores its JVM has; the default is that, at most 4."""
+    cores = writers.server_cores(neo4j_driver)
+    assert isinstance(cores, int) and cores >= 1
+    if not os.environ.get("NEO4J_URI"):  # the managed test server runs on this machine
+        assert cores == len(os.sched_getaffinity(0))
+    assert writers.default_writers(neo4j_driver) == min(4, cores)

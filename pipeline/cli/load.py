@@ -20,7 +20,7 @@ from pipeline.cli.options import progress_bar, silent_option
               help="Rows per online transaction (default 100000).")
 @click.option("--writers", type=click.IntRange(1), default=None,
               help="online: concurrent transactions, whose batches share no neuron "
-                   "(default min(4, CPU cores)).")
+                   "(default min(4, the server's CPU cores)).")
 @click.option("--files-only", "files_only", type=click.Path(file_okay=False), default=None,
               help="bulk: only write neo4j-admin import files and import.sh into this folder, for a "
                    "Neo4j server on another machine.")
@@ -49,7 +49,7 @@ def load_command(dir: str, mode: str, model_name: str | None, replace: bool, bat
     progress = progress_bar(silent)
     kwargs: dict = {"batch_size": batch_size} if batch_size else {}
     if mode == "online":
-        kwargs["writers"] = writers  # None: the default, min(4, cores)
+        kwargs["writers"] = writers  # None: the default, min(4, server cores)
     try:
         if files_only:
             files = bulk.write_server_files(dir, files_only, model_name, input_type or "csv.gz", progress,

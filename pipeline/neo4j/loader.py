@@ -82,7 +82,7 @@ def load(
     work_dir : where bulk import files are written (default: the system temp folder).
     check : first check every listed file against the manifest's sha256 (nothing is written
         when one is missing or changed).
-    writers : online: concurrent transactions (None: ``writers.default_writers()``, min(4,
+    writers : online: concurrent transactions (None: ``writers.default_writers()``, min(4, the server's
         cores)); their batches share no node (:mod:`pipeline.neo4j.writers`). A resumed load
         keeps its first partitioning.
 

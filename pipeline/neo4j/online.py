@@ -257,8 +257,7 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
     already validated (:func:`pipeline.neo4j.common.manifest_and_name`). ``writers`` (None:
     :func:`pipeline.neo4j.writers.default_writers`) concurrent transactions write batches that
     share no node (:mod:`pipeline.neo4j.writers`)."""
-    writers = parallel.default_writers() if writers is None else writers
-    if writers < 1:
+    if writers is not None and writers < 1:
         raise errors.UsageError(f"--writers must be at least 1, not {writers}")
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -266,6 +265,9 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
     uri = conn.uri
     try:
         with db.translate(uri, f"online load of {name!r}"):
+            if writers is None:
+                writers = parallel.default_writers(driver)
+                progress.message(f"{writers} writers (the server's cores, at most 4)")
             db.apply_schema(driver)
             info = db.model_info(driver, name)
             fp = db.fingerprint(manifest)

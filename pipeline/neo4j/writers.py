@@ -42,9 +42,28 @@ UNIT = 1_000_000  # batch id = file number * UNIT + batch number within the file
 Cell = list[tuple[int, pa.Table]]
 
 
-def default_writers() -> int:
-    """Writers to use when none are asked for: min(4, CPU cores)."""
-    return max(1, min(4, os.cpu_count() or 1))
+def default_writers(driver: neo4j.Driver | None = None) -> int:
+    """Writers to use when none are asked for: min(4, the server's CPU cores).
+
+    The server's cores come from its JVM (``dbms.queryJmx``); where that is not allowed (a user
+    without the privilege, a hosted service), this machine's cores are used instead.
+    """
+    return max(1, min(4, (server_cores(driver) if driver is not None else None)
+                      or os.cpu_count() or 1))
+
+
+def server_cores(driver: neo4j.Driver) -> int | None:
+    """The CPU cores the Neo4j server's JVM sees, or None when the server does not say."""
+    from neo4j.exceptions import Neo4jError
+
+    try:
+        records, _, _ = driver.execute_query(
+            "CALL dbms.queryJmx('java.lang:type=OperatingSystem') YIELD attributes "
+            "RETURN attributes.AvailableProcessors.value AS cores")
+    except Neo4jError:
+        return None
+    cores = records[0]["cores"] if records else None
+    return int(cores) if isinstance(cores, int) and cores > 0 else None
 
 
 def grid(src: np.ndarray, dst: np.ndarray, parts: int) -> list[list[np.ndarray]]:
