@@ -35,7 +35,7 @@ def label(node: NodeProto) -> str:
     return node.name or node.output[0]
 
 
-def _spatial_input(w: Walker, node: NodeProto) -> Value:
+def spatial_input(w: Walker, node: NodeProto) -> Value:
     x = w.value(node.input[0], label(node), node.op_type)
     if not x.spatial or not 1 <= x.onnx_rank - 2 <= 3:
         w.refuse(label(node), node.op_type, f"input of shape {x.tensor.shape} is not a (N, C, *spatial) map "
@@ -92,7 +92,7 @@ def _zero_pad(w: Walker, name: str, x: Value, in_sp, out_sp, pads, kernel, strid
 def conv(w: Walker, node: NodeProto) -> None:
     """Conv: Conv{n}D (groups), DepthwiseConv{n}D when every group is one input channel."""
     name, op = label(node), node.op_type
-    x = _spatial_input(w, node)
+    x = spatial_input(w, node)
     kernel_w = w.const(node.input[1])
     bias = w.const(node.input[2]) if len(node.input) > 2 else None
     if kernel_w is None or (len(node.input) > 2 and node.input[2] and bias is None):
@@ -136,7 +136,7 @@ def conv_transpose(w: Walker, node: NodeProto) -> None:
     the ONNX pads are not Keras's 'valid' or 'same'.
     """
     name, op = label(node), node.op_type
-    x = _spatial_input(w, node)
+    x = spatial_input(w, node)
     kernel_w = w.const(node.input[1])
     bias = w.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     if kernel_w is None or (len(node.input) > 2 and node.input[2] and bias is None):
@@ -199,7 +199,7 @@ def conv_transpose(w: Walker, node: NodeProto) -> None:
 def pool(w: Walker, node: NodeProto) -> None:
     """MaxPool / AveragePool: Keras pooling; pads that are not Keras's geometry as explicit window pads."""
     name, op = label(node), node.op_type
-    x = _spatial_input(w, node)
+    x = spatial_input(w, node)
     a = attrs(node)
     n, in_sp = x.onnx_rank - 2, x.tensor.shape[:-1]
     kernel = tuple(a["kernel_shape"])
@@ -238,7 +238,7 @@ def pool(w: Walker, node: NodeProto) -> None:
 def global_pool(w: Walker, node: NodeProto) -> None:
     """GlobalAveragePool / GlobalMaxPool (keepdims), and ReduceMean / ReduceMax over every spatial axis."""
     name, op = label(node), node.op_type
-    x = _spatial_input(w, node)
+    x = spatial_input(w, node)
     n, keep = x.onnx_rank - 2, True
     if op.startswith("Reduce"):
         a = attrs(node)

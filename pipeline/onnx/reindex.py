@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 from onnx import NodeProto
 
-from pipeline.onnx.convert import _spatial_input, attrs, label
+from pipeline.onnx.convert import attrs, label, spatial_input
 from pipeline.onnx.values import Value, Walker
 
 
@@ -118,7 +118,7 @@ def identity(w: Walker, node: NodeProto) -> None:
 def pad(w: Walker, node: NodeProto) -> None:
     """Pad (constant 0) of the spatial axes: ZeroPadding; negative pads: Cropping (both: pad, then crop)."""
     name, op = label(node), node.op_type
-    x = _spatial_input(w, node)
+    x = spatial_input(w, node)
     a = attrs(node)
     if a.get("mode", "constant") != "constant":
         w.refuse(name, op, f"mode {a['mode']!r}: only 'constant' (zeros) is supported")
@@ -166,7 +166,7 @@ def pad(w: Walker, node: NodeProto) -> None:
 def slice_(w: Walker, node: NodeProto) -> None:
     """Slice of spatial axes with step 1: Cropping (channels and batch are kept whole)."""
     name, op = label(node), node.op_type
-    x = _spatial_input(w, node)
+    x = spatial_input(w, node)
     rank, in_sp = x.onnx_rank, x.tensor.shape[:-1]
     if w.opset >= 10:
         given = [node.input[k] if len(node.input) > k else "" for k in range(1, 5)]
@@ -218,7 +218,7 @@ def _nearest_source(o: np.ndarray, i: int, k: int, coord: str, nearest: str) -> 
 def resize(w: Walker, node: NodeProto) -> None:
     """Resize / Upsample, mode nearest, integer spatial scales that repeat every cell k times: UpSampling."""
     name, op = label(node), node.op_type
-    x = _spatial_input(w, node)
+    x = spatial_input(w, node)
     a = attrs(node)
     rank, in_sp = x.onnx_rank, x.tensor.shape[:-1]
     if a.get("mode", "nearest") != "nearest":
