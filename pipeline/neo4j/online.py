@@ -265,9 +265,6 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
     uri = conn.uri
     try:
         with db.translate(uri, f"online load of {name!r}"):
-            if writers is None:
-                writers = parallel.default_writers(driver)
-                progress.message(f"{writers} writers (the server's cores, at most 4)")
             db.apply_schema(driver)
             info = db.model_info(driver, name)
             fp = db.fingerprint(manifest)
@@ -287,6 +284,9 @@ def load_online(dir: Path, manifest: dict, name: str, replace: bool = False,
                 return LoadResult(name, "online", int(manifest["nodes"]),
                                   int(manifest["edges"]), len(manifest["layers"]),
                                   time.perf_counter() - t0, skipped=True)
+            if writers is None:
+                writers = parallel.default_writers(driver)
+                progress.message(f"{writers} writers (the server's cores, at most 4)")
             state = db.write_model(driver, manifest, name, "online", db.LOADING,
                                       {"batch_size": batch_size, "run": uuid.uuid4().hex})
             batch_size, run = int(state["batch_size"]), state["run"]
