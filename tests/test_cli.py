@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -35,6 +36,16 @@ def tiny_keras(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "tiny.keras"
     model.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def extracted(tiny_keras, tmp_path_factory):
+    """``cnngraph extract`` of tiny_keras, run once (its graph is built in a child process that
+    starts TensorFlow): (folder, the command's output). Tests that change the folder copy it."""
+    out = tmp_path_factory.mktemp("ext") / "x"
+    res = run("extract", str(tiny_keras), "--out", str(out), "-s")
+    assert res.exit_code == 0, res.output
+    return out, res.output
 
 
 def test_plan_json_counts(tiny_keras):
@@ -143,12 +154,11 @@ def test_unknown_model_suggests_the_closest_names():
     )
 
 
-def test_plan_of_a_folder_says_it_is_not_a_model(tiny_keras, tmp_path):
+def test_plan_of_a_folder_says_it_is_not_a_model(tiny_keras, extracted, tmp_path):
     res = run("plan", str(tmp_path))
     assert res.exit_code == 1
     assert res.output.strip() == f"Error: {tmp_path} is a folder, not a model: give a .keras/.h5 file or a keras.applications name"
-    out = tmp_path / "x"
-    assert run("extract", str(tiny_keras), "--out", str(out), "-s").exit_code == 0
+    out = extracted[0]
     res = run("plan", str(out))
     assert res.exit_code == 1
     assert res.output.strip() == (
@@ -196,11 +206,9 @@ def test_debug_shows_traceback():
     assert type(res.exception).__name__ == "ModelError"
 
 
-def test_extract_then_verify_folder(tiny_keras, tmp_path):
-    out = tmp_path / "x"
-    res = run("extract", str(tiny_keras), "--out", str(out), "-s")
-    assert res.exit_code == 0, res.output
-    assert "wrote 211 nodes and 1,752 edges" in res.output and "counts match the plan" in res.output
+def test_extract_then_verify_folder(tiny_keras, extracted):
+    out, output = extracted
+    assert "wrote 211 nodes and 1,752 edges" in output and "counts match the plan" in output
     res = run("verify", str(out), "-s")
     assert res.exit_code == 0, res.output
     assert "verify passed" in res.output
@@ -209,9 +217,9 @@ def test_extract_then_verify_folder(tiny_keras, tmp_path):
     assert "verify passed" in res.output
 
 
-def test_verify_checks_the_folder_files(tiny_keras, tmp_path):
+def test_verify_checks_the_folder_files(extracted, tmp_path):
     out = tmp_path / "x"
-    assert run("extract", str(tiny_keras), "--out", str(out), "-s").exit_code == 0
+    shutil.copytree(extracted[0], out)
     part = next((out / "edges").rglob("*.parquet"))
     pq.write_table(pq.read_table(part), part, compression="none")  # the same edges, other bytes
     res = run("verify", str(out), "-s")
@@ -225,9 +233,8 @@ def test_verify_checks_the_folder_files(tiny_keras, tmp_path):
     assert "verify passed" in res.output
 
 
-def test_verify_folder_against_another_model(tiny_keras, tmp_path):
-    out = tmp_path / "x"
-    assert run("extract", str(tiny_keras), "--out", str(out), "-s").exit_code == 0
+def test_verify_folder_against_another_model(tiny_keras, extracted, tmp_path):
+    out = extracted[0]
     other = keras.Sequential([keras.Input((6, 6, 2)), keras.layers.Flatten(), keras.layers.Dense(3, name="head")])
     path = tmp_path / "other.keras"
     other.save(path)

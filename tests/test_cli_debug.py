@@ -31,9 +31,11 @@ FAILING = {
     "gds memory": ["gds", "memory", "m"],
     "gds project": ["gds", "project", "m"],
     "gds drop": ["gds", "drop", "g"],
-    "analyze": ["analyze", "{tmp}/missing.keras", "--out", "{tmp}/a", "-s"],
+    # analyze and report build a model source in a child process (a TensorFlow start-up each):
+    # these fail before it starts (test_scale and test_provenance raise and print the child's errors).
+    "analyze": ["analyze", "{tmp}", "--out", "{tmp}/a", "-s"],
     "diff": ["diff", "{tmp}/missing.keras", "{tmp}/missing.keras", "--out", "{tmp}/d", "-s"],
-    "report": ["report", "{tmp}/missing.keras", "--out", "{tmp}/r", "-s"],
+    "report": ["report", "vgg16", "--input-shape", "32,x,3", "--out", "{tmp}/r", "-s"],
 }
 
 

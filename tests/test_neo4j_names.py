@@ -3,6 +3,7 @@ files, and comes back unchanged; model names and labels must match the name patt
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 from pathlib import Path
@@ -67,9 +68,7 @@ def test_csv_quoting_is_decided_per_part():
 
 
 @pytest.mark.parametrize("input_type", ["csv", "csv.gz", "parquet"])
-def test_bulk_names(neo4j_conn, names_dir, tmp_path, input_type):
-    if not MANAGED:
-        return  # bulk needs the managed server; the online test covers the rest
+def test_import_arguments_name_the_multiline_parts(names_dir, tmp_path, input_type):
     manifest = loader.read_manifest(names_dir)
     args = bulk.write_import_files(names_dir, manifest, "names", tmp_path / "imp", input_type)
     multiline = [a for a in args if a.startswith("--multiline-fields=")]
@@ -78,6 +77,34 @@ def test_bulk_names(neo4j_conn, names_dir, tmp_path, input_type):
     else:  # only the two node groups whose layer names have line breaks
         (arg,) = multiline
         assert sorted(p.split("/")[-2] for p in arg.split("=", 1)[1].split(",")) == ["nodes-0002", "nodes-0004"]
+
+
+def test_csv_gz_parts_are_the_csv_parts_compressed(names_dir, tmp_path):
+    """So neo4j-admin reads the same text from either: the names reach it as csv.gz in
+    test_import_script_names, and the loader's own bulk path runs csv in test_neo4j_load."""
+    manifest = loader.read_manifest(names_dir)
+    plain = bulk.write_import_files(names_dir, manifest, "names", tmp_path / "csv", "csv")
+    packed = bulk.write_import_files(names_dir, manifest, "names", tmp_path / "gz", "csv.gz")
+    unzipped = [a.replace(str(tmp_path / "gz"), "").replace("\\.gz", "").replace(".gz", "") for a in packed]
+    assert unzipped == [a.replace(str(tmp_path / "csv"), "") for a in plain]  # the same groups and options
+    parts = sorted(p.relative_to(tmp_path / "csv") for p in (tmp_path / "csv").rglob("*.csv"))
+    assert len(parts) > 8 and any(b"\n6" in (tmp_path / "csv" / p).read_bytes() for p in parts)
+    for part in parts:
+        text = (tmp_path / "csv" / part).read_bytes()
+        if part.name.startswith("header"):  # headers stay plain
+            assert (tmp_path / "gz" / part).read_bytes() == text
+        else:
+            assert gzip.decompress((tmp_path / "gz" / part).with_suffix(".csv.gz").read_bytes()) == text, part
+    assert len(list((tmp_path / "gz").rglob("*.csv*"))) == len(parts)
+
+
+# Each bulk load restarts the server (seconds). Parquet runs here; csv and csv.gz write the same
+# text (test above), which neo4j-admin imports in test_import_script_names: their runs are slow-only.
+@pytest.mark.parametrize("input_type", [pytest.param("csv", marks=pytest.mark.slow),
+                                        pytest.param("csv.gz", marks=pytest.mark.slow), "parquet"])
+def test_bulk_names(neo4j_conn, names_dir, input_type):
+    if not MANAGED:
+        return  # bulk needs the managed server; the online test covers the rest
     loader.load(names_dir, "bulk", "names", replace=True, conn=neo4j_conn, input_type=input_type)
     with driver(neo4j_conn) as drv:
         assert_names(drv, names_dir, "names")
@@ -97,9 +124,12 @@ def test_import_script_names(neo4j_conn, names_dir, tmp_path):
     with pytest.raises(errors.UsageError, match="','"):
         bulk.write_server_files(names_dir, tmp_path / "a,b", "namesf")
     assert not (tmp_path / "a,b").exists()
-    files = bulk.write_server_files(names_dir, tmp_path / "it's a \"$HOME\" dir", "namesf", "csv")
+    files = bulk.write_server_files(names_dir, tmp_path / "it's a \"$HOME\" dir", "namesf", "csv.gz")
     text = files.script.read_text()
     assert "--multiline-fields-format=v2" in text and '"$D"/' in text
+    (multiline,) = [line for line in text.splitlines() if "--multiline-fields=" in line]
+    assert "nodes-0002" in multiline and "nodes-0004" in multiline and r"part-.*\.csv\.gz" in multiline
+    assert bulk.import_options("csv.gz")[0] in text  # the loader's own options for the file type
     dry = subprocess.run(["sh", "-n", str(files.script)], capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr
     if not MANAGED:

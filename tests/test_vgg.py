@@ -62,7 +62,14 @@ def test_vgg16_224_with_top_plan():
     assert the_plan.layer("predictions").activation == "softmax"
 
 
+def test_vgg19_32_plan_totals():
+    _, graph = build(ModelSpec("vgg19", (32, 32, 3), include_top=False))
+    assert plan(graph).nodes == 310_784 + 8 * 8 * 256 + 4 * 4 * 512 + 2 * 2 * 512
+
+
+@pytest.mark.slow
 def test_vgg19_32_replays():
+    """VGG16's layer types, three convs more: test_vgg16_32_replays covers them in the default suite."""
     model, graph = build(ModelSpec("vgg19", (32, 32, 3), include_top=False))
     assert plan(graph).nodes == 310_784 + 8 * 8 * 256 + 4 * 4 * 512 + 2 * 2 * 512
     result = verify(model, graph, samples=1)
