@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cnngraph-installed
+TORCH_STAMP := $(VENV)/.cnngraph-torch-installed
 
 .PHONY: install test test-full demo bench bench-quick lint clean
 
@@ -11,6 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# The torch extra (PyTorch front end, about 5 GB with PyPI's CUDA wheels) only for test-full.
+$(TORCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,torch]'
+	touch $(TORCH_STAMP)
 
 install: $(STAMP)
 
@@ -21,7 +27,7 @@ test: $(STAMP)
 	bash scripts/test-deps.sh
 	$(PY) -m pytest -q -m "not slow"
 
-test-full: $(STAMP)
+test-full: $(STAMP) $(TORCH_STAMP)
 	bash scripts/test-deps.sh
 	$(PY) -m pytest -q
 

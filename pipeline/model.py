@@ -27,6 +27,7 @@ from pipeline.model_files import (
     build_imagenet,
     check_provenance,
     is_model_file,
+    is_torchvision,
     load_weights_file,
     model_record,
     provenance,
@@ -106,6 +107,23 @@ def _onnx_builder() -> Callable[..., Any]:
     return build_onnx
 
 
+def _torch_builder() -> Callable[..., Any]:
+    """pipeline.torch.build_torch (for ``torchvision:NAME``), or the error that says how to install the torch extra."""
+    from pipeline.torch import build_torch, require_torch
+
+    require_torch("a torchvision:NAME model")
+    return build_torch
+
+
+def _other_builder(source: str) -> Callable[..., Any] | None:
+    """The builder of a source that is not Keras (a .onnx file, ``torchvision:NAME``), else None."""
+    if source.lower().endswith(ONNX_SUFFIX):
+        return _onnx_builder()
+    if is_torchvision(source):
+        return _torch_builder()
+    return None
+
+
 def load_model(spec: ModelSpec):
     """Build or read the Keras model a spec names (imports TensorFlow).
 
@@ -114,8 +132,9 @@ def load_model(spec: ModelSpec):
     ImageNet weights (downloaded once into Keras's cache); a weights file is loaded into the
     model; without weights an application gets seeded random weights, biases and BN statistics.
     """
-    if spec.source.lower().endswith(ONNX_SUFFIX):
-        return _onnx_builder()(spec)[0]
+    other = _other_builder(spec.source)
+    if other is not None:
+        return other(spec)[0]
     quiet_tensorflow()
     import keras
 
@@ -319,10 +338,12 @@ def _weight_name(var) -> str:
 def build(spec: ModelSpec, reader: Callable[[Any], np.ndarray] = read_weight) -> tuple[Any, ModelGraph]:
     """Load the model a spec names and walk it (``reader`` as in :func:`walk`).
 
-    A .onnx file is read and walked by :mod:`pipeline.onnx`: the model is then an
-    :class:`~pipeline.onnx.OnnxModel` (onnxruntime), not a Keras model.
+    A .onnx file is read and walked by :mod:`pipeline.onnx`, and ``torchvision:NAME`` is built by
+    :mod:`pipeline.torch` and exported to ONNX: the model is then an :class:`~pipeline.onnx.OnnxModel`
+    (onnxruntime), not a Keras model.
     """
-    if spec.source.lower().endswith(ONNX_SUFFIX):
-        return _onnx_builder()(spec, reader)
+    other = _other_builder(spec.source)
+    if other is not None:
+        return other(spec, reader)
     model = load_model(spec)
     return model, walk(model, spec, reader)

@@ -22,6 +22,14 @@ MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5", ".onnx")
 #: The ending of ONNX model files (read by :mod:`pipeline.onnx`, not Keras).
 ONNX_SUFFIX = ".onnx"
 
+#: The prefix of a torchvision model name, ``torchvision:resnet18`` (built by :mod:`pipeline.torch`).
+TORCHVISION_PREFIX = "torchvision:"
+
+
+def is_torchvision(source: str) -> bool:
+    """True when a spec's source is ``torchvision:NAME`` (PyTorch, exported to ONNX), not Keras."""
+    return source.lower().startswith(TORCHVISION_PREFIX)
+
 
 #: The manifest's ``weights`` of a model file that brings its own weights.
 MODEL_FILE_WEIGHTS = "model file"
@@ -48,7 +56,8 @@ def provenance(spec: ModelSpec | None, name: str) -> dict[str, Any]:
 
     Files are named by absolute path with their sha256, so a folder verifies from any working
     directory and a file changed since is detected. ``weights`` is ``imagenet``, a weights file,
-    ``model file`` (a .keras/.h5 file's own), ``random(seed=N)`` or ``in-memory model``.
+    ``model file`` (a .keras/.h5 file's own), ``random(seed=N)``, ``in-memory model``, or a torchvision
+    weights name (``DEFAULT``) as given.
     """
     from pipeline.storage import sha256
 
@@ -61,7 +70,7 @@ def provenance(spec: ModelSpec | None, name: str) -> dict[str, Any]:
         info["source"], info["source_sha256"], default = str(path), sha256(path), MODEL_FILE_WEIGHTS
     if spec.weights is None:
         info["weights"] = default
-    elif spec.weights != "imagenet":
+    elif spec.weights != "imagenet" and not (is_torchvision(spec.source) and not Path(spec.weights).is_file()):
         path = Path(spec.weights).resolve()
         info["weights"] = str(path)
         if path.is_file():

@@ -19,10 +19,11 @@ def model_build_options(fn: F) -> F:
     fn = click.option("--seed", type=int, default=0, show_default=True,
                       help="Seed of the random weights used without --weights.")(fn)
     fn = click.option("--weights", default=None,
-                      help="'imagenet' (Keras downloads them once) or a weights file; default: seeded random weights.")(fn)
+                      help="'imagenet' (Keras downloads them once), a torchvision weights name such as DEFAULT "
+                           "(torchvision:NAME), or a weights file; default: seeded random weights.")(fn)
     fn = click.option("--no-top", is_flag=True, help="Drop the classifier head (include_top=False).")(fn)
     fn = click.option("--input-shape", default=None, metavar="H,W,C",
-                      help="Input shape of a keras.applications model.")(fn)
+                      help="Input shape of a keras.applications or torchvision:NAME model.")(fn)
     return fn
 
 
