@@ -184,6 +184,11 @@ def main() -> None:
                   if "COMPLETED in" in line or "IMPORT DONE" in line]
         print("  neo4j-admin: " + "; ".join(stages), flush=True)
         admin_rate[input_type] = edges / admin_seconds(log)
+        command = r.timings["import_neo4j_admin"]
+        print(f"  neo4j-admin alone: {admin_seconds(log):.1f}s import ({admin_rate[input_type]:,.0f} rels/s), "
+              f"{command:.1f}s the whole command (JVM included); end to end = "
+              f"{end_rate[input_type] / admin_rate[input_type]:.2f}x the import's rate, "
+              f"{command / r.seconds:.2f}x the command's", flush=True)
     store = dir_bytes(managed.home / "data" / "databases" / "neo4j")
     print(f"store after bulk: {store:,} bytes = {store / edges:.1f} bytes per relationship "
           "(nodes and indexes included)", flush=True)

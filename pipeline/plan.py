@@ -32,10 +32,15 @@ PARQUET_WEIGHT = 4.0
 PARQUET_NODE = 1.0
 #: Relationships per second of a bulk load end to end (writing the import files while the
 #: server stops, neo4j-admin import, server start, schema, count check), benchmarks/load.py's
-#: 17.4 M-relationship VGG16 slice on a 2-core machine: 176 k rels/s measured (shared, load
-#: average ~5; neo4j-admin alone 253-355 k). Used to state the expected bulk import time; it
-#: scales with cores and disks.
-IMPORT_RELS_PER_SECOND = 180_000
+#: 17.4 M-relationship VGG16 slice on a 2-core machine: 173 k rels/s measured (load average ~3;
+#: neo4j-admin's own import 347 k). Used to state the expected bulk import time; it scales with
+#: cores and disks.
+IMPORT_RELS_PER_SECOND = 175_000
+#: Relationships per second of an online load (``--mode online``, nodes included, the default
+#: writers) and edges per second read back into NetworkX (``to_networkx("neo4j:NAME")``), measured
+#: by benchmarks/load.py and benchmarks/export.py on the same 2-core machine (docs/neo4j.md).
+ONLINE_RELS_PER_SECOND = 60_000
+READ_EDGES_PER_SECOND = 300_000
 #: neo4j-admin import files (``cnngraph load --files-only``): (bytes per edge, bytes per node),
 #: measured on VGG16 48x48 with its top (626 M edges): csv.gz 4.45 / 8.6, csv 31.4 / 57.
 IMPORT_FILE_BYTES = {"csv.gz": (4.45, 8.6), "csv": (31.4, 57.0)}
@@ -64,7 +69,9 @@ def import_file_bytes(edges: int, nodes: int, input_type: str = "csv.gz") -> int
 
 
 def import_seconds(edges: int, rate: float = IMPORT_RELS_PER_SECOND) -> float:
-    """Expected neo4j-admin bulk import time of this many relationships at the measured rate."""
+    """Expected bulk load time of this many relationships at the measured rate (``rate``:
+    :data:`ONLINE_RELS_PER_SECOND` for an online load, :data:`READ_EDGES_PER_SECOND` to read
+    them back)."""
     return edges / rate
 
 

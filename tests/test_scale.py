@@ -180,3 +180,4 @@ def test_cli_plan_states_import_time(model_file):
     res = CliRunner().invoke(cli, ["plan", str(model_file[0])])
     assert res.exit_code == 0, res.output
     assert "neo4j bulk import: files about" in res.output and "store about" in res.output and "relationships/s (measured" in res.output
+    assert "neo4j online load: about" in res.output and "reading back into NetworkX about" in res.output

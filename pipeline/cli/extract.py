@@ -31,6 +31,8 @@ def plan(model: str, input_shape: str | None, no_top: bool, weights: str | None,
     """Exact node and edge counts per layer, and the size in each sink (nothing is generated)."""
     from pipeline.plan import (
         IMPORT_RELS_PER_SECOND,
+        ONLINE_RELS_PER_SECOND,
+        READ_EDGES_PER_SECOND,
         gds_bytes,
         human_bytes,
         human_seconds,
@@ -58,6 +60,10 @@ def plan(model: str, input_shape: str | None, no_top: bool, weights: str | None,
             f"store about {human_bytes(p.bytes['neo4j'])}, import about "
             f"{human_seconds(import_seconds(p.edges))} at {IMPORT_RELS_PER_SECOND:,} relationships/s (measured, 2 cores)"
         )
+        online, read = (human_seconds(import_seconds(p.edges, r))
+                        for r in (ONLINE_RELS_PER_SECOND, READ_EDGES_PER_SECOND))
+        click.echo(f"neo4j online load: about {online} at {ONLINE_RELS_PER_SECOND:,} relationships/s; reading "
+                   f"back into NetworkX about {read} at {READ_EDGES_PER_SECOND:,} edges/s (measured, 2 cores)")
         click.echo(f"GDS projection (weight and |w|): about {human_bytes(gds_bytes(p.nodes, p.edges))} of Neo4j "
                    "heap (cnngraph gds memory MODEL compares it with the server's)")
 
