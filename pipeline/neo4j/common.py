@@ -90,6 +90,18 @@ def open_driver(conn: server.Connection | None = None,
     return conn, server.driver(conn, notifications_min_severity="OFF")
 
 
+def run_batch(tx, model: str, unit: int, query: str, params: dict) -> None:
+    """Run one batch's query in ``tx``; Neo4jError (so the caller rolls back rather than commit
+    a partial batch) when it created fewer nodes or relationships than it has rows."""
+    summary = tx.run(query, params).consume()
+    want = len(params.get("w") or params.get("id") or [])
+    made = summary.counters.relationships_created + summary.counters.nodes_created
+    if made != want:  # a missing endpoint
+        raise errors.Neo4jError(
+            f"batch {unit} of model {model!r} created {made} of {want} nodes or "
+            "relationships (an endpoint is missing); drop the model and reload it (--replace)")
+
+
 def replaced_error(model: str, when: str) -> errors.Neo4jError:
     """The error of an online load whose model was dropped or replaced while it ran."""
     return errors.Neo4jError(

@@ -24,7 +24,15 @@ import pyarrow.compute as pc
 from pipeline import errors, schema
 from pipeline.neo4j import db
 from pipeline.neo4j import writers as parallel
-from pipeline.neo4j.common import LoadResult, finish, layer_files, layer_type, open_driver, replaced_error
+from pipeline.neo4j.common import (
+    LoadResult,
+    finish,
+    layer_files,
+    layer_type,
+    open_driver,
+    replaced_error,
+    run_batch,
+)
 from pipeline.progress import NULL, Progress
 
 if TYPE_CHECKING:
@@ -235,14 +243,7 @@ def write_batch(session: neo4j.Session, model: str, unit: int, query: str, param
             raise parallel.taken_over_error(model, unit)
         if record["done"]:
             return False
-        summary = tx.run(query, params).consume()
-        want = len(params.get("w") or params.get("id") or [])
-        made = summary.counters.relationships_created + summary.counters.nodes_created
-        if made != want:  # a missing endpoint: roll back rather than commit a partial batch
-            raise errors.Neo4jError(
-                f"batch {unit} of model {model!r} created {made} of {want} nodes or "
-                "relationships (an endpoint is missing); drop the model and reload it (--replace)"
-            )
+        run_batch(tx, model, unit, query, params)
         tx.run("MATCH (s:LoadState {model: $model}) SET s.done = s.done + $unit",
                model=model, unit=unit).consume()
         tx.commit()

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from pipeline import errors, schema
 from pipeline.neo4j import db
-from pipeline.neo4j.common import layer_files, replaced_error
+from pipeline.neo4j.common import layer_files, replaced_error, run_batch
 
 if TYPE_CHECKING:
     import neo4j
@@ -181,13 +181,7 @@ def write_parallel(session: neo4j.Session, model: str, unit: int, query: str, pa
         _owned(record, model, unit)
         if record["done"]:
             return False
-        summary = tx.run(query, params).consume()
-        want = len(params.get("w") or params.get("id") or [])
-        made = summary.counters.relationships_created + summary.counters.nodes_created
-        if made != want:  # a missing endpoint: roll back rather than commit a partial batch
-            raise errors.Neo4jError(
-                f"batch {unit} of model {model!r} created {made} of {want} nodes or "
-                "relationships (an endpoint is missing); drop the model and reload it (--replace)")
+        run_batch(tx, model, unit, query, params)
         record = tx.run(check, keys).single()  # fresh reads: what committed meanwhile
         _owned(record, model, unit)
         tx.run("MATCH (w:LoadWriter {model: $model, run: $run, writer: $writer}) "
