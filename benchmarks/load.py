@@ -12,7 +12,7 @@ plain UNWIND-of-row-maps baseline (batches of 10k, MATCH by (model, id), no chec
 prefetch; on the first --plain-rows edges, rate extrapolated) and one auto-commit transaction per
 row (--sample rows); the online loader with 1 and with --writers N writers (default min(4, the
 server's cores)); then --kills SIGKILL trials: a subprocess loading the 0.47 M-edge toy model with N
-writers is killed at a random moment, the load is rerun, and the counts per layer and the absence
+writers is killed once it has committed a random number of batches, the load is rerun, and the counts per layer and the absence
 of duplicate (source, target) relationships are checked. Prints where the bulk time goes, store
 bytes per relationship and the server's memory. The last line is the summary.
 """
@@ -100,23 +100,34 @@ loader.load(sys.argv[1], "online", sys.argv[2], writers=int(sys.argv[3]), batch_
 """
 
 
-def kill_trials(dir: Path, trials: int, writers: int, batch_size: int, drv) -> int:
-    """SIGKILL a loading subprocess at a random moment, rerun the load, check it: trials exact."""
+def done_batches(drv, model: str) -> int:
+    """Batches committed so far by an online load of ``model`` (its checkpoints)."""
+    records, _, _ = drv.execute_query(
+        "OPTIONAL MATCH (s:LoadState {model: $m}) OPTIONAL MATCH (w:LoadWriter {model: $m}) "
+        "WITH s, sum(size(w.done)) AS writers RETURN coalesce(size(s.done), 0) + writers AS n", m=model)
+    return int(records[0]["n"] or 0)
+
+
+def kill_trials(dir: Path, trials: int, writers: int, batch_size: int, drv) -> tuple[int, int]:
+    """SIGKILL a loading subprocess once it has committed a random number of batches, rerun the
+    load, check it. Returns (trials exact, trials killed mid-load)."""
     from pipeline.neo4j import loader
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root)}
     cmd = [sys.executable, "-c", KILLED, str(dir)]
-    t = time.perf_counter()
-    subprocess.run([*cmd, "benchkillfull", str(writers), str(batch_size)], env=env, check=True)
-    full = time.perf_counter() - t
+    total = loader.load(dir, "online", "benchkillfull", writers=writers, batch_size=batch_size,
+                        check=False).batches_done
+    loader.drop(None, "benchkillfull")
     rng = random.Random(14)
-    exact = 0
+    exact = killed_count = 0
     for trial in range(trials):
         name = f"benchkill{trial}"
+        target = rng.randint(1, max(1, total - 1))
         proc = subprocess.Popen([*cmd, name, str(writers), str(batch_size)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 0.95) * full)
+        while proc.poll() is None and done_batches(drv, name) < target:
+            time.sleep(0.05)
         killed = proc.poll() is None
         if killed:
             os.kill(proc.pid, signal.SIGKILL)
@@ -132,10 +143,12 @@ def kill_trials(dir: Path, trials: int, writers: int, batch_size: int, drv) -> i
         except Exception as err:  # noqa: BLE001 - reported, counted as not exact
             print(f"  trial {trial}: {type(err).__name__}: {err}", flush=True)
             ok = False
+        loader.drop(None, name)
         exact += ok
-        print(f"  kill trial {trial}: {'killed' if killed else 'finished before the kill'}, "
-              f"resumed {'exact' if ok else 'WRONG'}", flush=True)
-    return exact
+        killed_count += killed
+        print(f"  kill trial {trial}: {'killed after batch ' + str(target) if killed else 'finished before the kill'}"
+              f" of {total}, resumed {'exact' if ok else 'WRONG'}", flush=True)
+    return exact, killed_count
 
 
 def main() -> None:
@@ -247,7 +260,7 @@ def main() -> None:
 
     managed.reset_database(restart=True)
     toy = build(tmp / "toy", quick=True)
-    exact = kill_trials(toy, args.kills, n, 20_000, drv) if args.kills else 0
+    exact, killed = kill_trials(toy, args.kills, n, 20_000, drv) if args.kills else (0, 0)
     drv.close()
     managed.reset_database(restart=True)
     loader.remove(tmp)
@@ -256,7 +269,7 @@ def main() -> None:
           f"per-row {per_row:,.0f} rels/s)", flush=True)
     print(f"load: bulk {end_rate[best]:,.0f} rels/s end to end ({end_rate[best] / admin_rate[best]:.2f}x "
           f"neo4j-admin alone); online {parallel:,.0f} rels/s ({parallel / plain:.1f}x plain UNWIND, "
-          f"{n} writers); kills {exact}/{args.kills} resumed exact")
+          f"{n} writers); kills {exact}/{args.kills} resumed exact ({killed} killed mid-load)")
 
 
 if __name__ == "__main__":
