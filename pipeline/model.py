@@ -41,7 +41,7 @@ __all__ = [
     "DEFAULT_SEED", "DOWNLOAD_TIMEOUT", "IN_MEMORY_WEIGHTS", "MODEL_FILE_SUFFIXES", "MODEL_FILE_WEIGHTS", "SAFE_KERAS",
     "LayerSpec", "ModelGraph", "ModelSpec", "Tensor", "build", "check_provenance",
     "is_model_file", "load_model", "model_record", "parse_input_shape", "provenance", "random_weights_note",
-    "randomize_batchnorm", "randomize_biases", "read_weight", "walk",
+    "randomize_batchnorm", "randomize_biases", "read_weight", "walk", "walk_onnx", "walk_torch",
 ]
 
 
@@ -122,6 +122,26 @@ def _other_builder(source: str) -> Callable[..., Any] | None:
     if is_torchvision(source):
         return _torch_builder()
     return None
+
+
+def walk_onnx(source, spec: ModelSpec | None = None, reader: Any = None) -> ModelGraph:
+    """The ModelGraph of an ONNX model (a path or a ModelProto): :func:`pipeline.onnx.walk_onnx`,
+    here beside :func:`walk` (needs the onnx extra)."""
+    _onnx_builder()
+    from pipeline.onnx import walk_onnx as walk_proto
+
+    return walk_proto(source, spec, reader)
+
+
+def walk_torch(module, example_input, spec: ModelSpec | None = None, reader: Any = None,
+               name: str | None = None) -> ModelGraph:
+    """The ModelGraph of a torch.nn.Module exported to ONNX: :func:`pipeline.torch.walk_torch`,
+    here beside :func:`walk` (needs the torch extra)."""
+    from pipeline.torch import require_torch
+    from pipeline.torch import walk_torch as walk_module
+
+    require_torch("walk_torch")
+    return walk_module(module, example_input, spec, reader, name)
 
 
 def load_model(spec: ModelSpec):

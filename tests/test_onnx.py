@@ -208,6 +208,21 @@ def test_conv1d_and_a_fixed_batch_of_one():
     assert graph.layer("conv1d").type == "Conv1D" and graph.layer("conv1d").output.shape == (5, 3)
 
 
+def test_pipeline_model_walk_onnx_is_the_onnx_walk(tmp_path):
+    """pipeline.model.walk_onnx (beside walk for Keras) takes a path or a ModelProto."""
+    from pipeline import model
+
+    net = Net((2, 5, 5))
+    proto = net.model(net.op("Conv", ["x", net.rand(3, 2, 3, 3)], name="conv", kernel_shape=[3, 3]))
+    onnx.save(proto, tmp_path / "m.onnx")
+    ours = walk_onnx(proto)
+    for source in (proto, tmp_path / "m.onnx"):
+        graph = model.walk_onnx(source)
+        assert [(s.name, s.type, s.output.shape) for s in graph.layers] == \
+            [(s.name, s.type, s.output.shape) for s in ours.layers] == \
+            [("x", "InputLayer", (5, 5, 2)), ("conv", "Conv2D", (3, 3, 3))]
+
+
 def test_unsupported_op_names_node_op_and_doc():
     net = Net((2, 4, 4))
     y = net.op("LRN", [conv(net, "x", 2, 2)], name="norm", size=3)

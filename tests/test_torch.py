@@ -135,6 +135,18 @@ def test_walk_torch_refuses_a_non_tensor_input():
 
 
 @slow
+def test_pipeline_model_walk_torch_is_the_torch_walk():
+    import torch
+    from torch import nn
+
+    from pipeline import model
+
+    graph = model.walk_torch(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval(), torch.randn(1, 3, 6, 6))
+    assert [s.type for s in graph.layers] == ["InputLayer", "Conv2D", "Activation"]
+    assert graph.layers[1].output.shape == (4, 4, 4)
+
+
+@slow
 def test_torchvision_resnet18_replays_exactly():
     model, graph = build(RESNET)
     assert graph.name == "torchvision_resnet18"
